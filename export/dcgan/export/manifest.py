@@ -1,0 +1,155 @@
+"""`manifest.json`: the contract between export and serving.
+
+`dcgan-export` writes it beside the artifacts; `dcgan-serve` reads it and never guesses a shape,
+a name or a range. This module imports neither torch nor onnxruntime: the serving image has
+neither torch nor the exporter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT = "dcgan-serving/export"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+# Artifact kinds, and the file each is written to.
+ONNX = "onnx"  # float32 NCHW image in [-1, 1]
+ONNX_SERVING = "onnx-serving"  # the same graph, plus uint8 NHWC pixels
+ONNX_FP16 = "onnx-fp16"  # float16 inside, float32 input and output
+TORCHSCRIPT = "torchscript"
+TORCH_EXPORT = "torch-export"
+ARTIFACT_FILES = {
+    ONNX: "generator.onnx",
+    ONNX_SERVING: "generator_serving.onnx",
+    ONNX_FP16: "generator_fp16.onnx",
+    TORCHSCRIPT: "generator.ts",
+    TORCH_EXPORT: "generator.pt2",
+}
+
+
+class ManifestError(Exception):
+    """An export directory whose manifest or files cannot be trusted."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    nz: int
+    ngf: int
+    channels: int
+    image_size: int
+    output_range: tuple[float, float] = (-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class OnnxInterface:
+    opset: int
+    input: str = "z"  # float32 [batch, nz]
+    output: str = "image"  # float32 [batch, channels, size, size]
+    pixels_output: str = "pixels"  # uint8 [batch, size, size, channels], serving graph only
+    batch_dim: str = "batch"  # the symbolic name of the batch dimension
+
+
+@dataclass(frozen=True)
+class Artifact:
+    kind: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "checkpoint" (ours) or "state_dict" (pytorch/examples, the DCGAN tutorial)
+    file: str
+    sha256: str
+    step: int | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: ModelInfo
+    onnx: OnnxInterface
+    artifacts: dict[str, Artifact]  # file name -> record
+    source: Source
+    versions: dict[str, str]
+    parity: list[dict[str, Any]]
+    created: str
+    format: str = FORMAT
+    version: int = VERSION
+
+    def file_of(self, kind: str) -> str:
+        for name, artifact in self.artifacts.items():
+            if artifact.kind == kind:
+                return name
+        raise ManifestError(f"the export holds no {kind} artifact")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("format") != FORMAT:
+            raise ManifestError(f"not a dcgan-serving export manifest (format {data.get('format')!r})")
+        if data.get("version") != VERSION:
+            raise ManifestError(
+                f"manifest version {data.get('version')!r} is not supported (expected {VERSION})"
+            )
+        try:
+            model = dict(data["model"])
+            model["output_range"] = tuple(model["output_range"])
+            return cls(
+                model=ModelInfo(**model),
+                onnx=OnnxInterface(**data["onnx"]),
+                artifacts={name: Artifact(**record) for name, record in data["artifacts"].items()},
+                source=Source(**data["source"]),
+                versions=dict(data["versions"]),
+                parity=list(data["parity"]),
+                created=str(data["created"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ManifestError(f"malformed manifest: {error!r}") from None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_record(path: Path, kind: str) -> Artifact:
+    return Artifact(kind=kind, sha256=file_sha256(path), bytes=path.stat().st_size)
+
+
+def read_manifest(export_dir: Path) -> Manifest:
+    path = export_dir / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{export_dir} is not an export directory: no {MANIFEST}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ManifestError(f"cannot read {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path} is not a JSON object")
+    return Manifest.from_dict(data)
+
+
+def verified_artifact(export_dir: Path, manifest: Manifest, kind: str) -> Path:
+    """The path of the artifact of `kind`, after checking its bytes against the manifest."""
+    name = manifest.file_of(kind)
+    path = export_dir / name
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing")
+    record = manifest.artifacts[name]
+    actual = file_sha256(path)
+    if actual != record.sha256:
+        raise ManifestError(
+            f"{path} does not match its manifest: sha256 {actual[:16]}..., "
+            f"expected {record.sha256[:16]}... (truncated, corrupted or swapped file)"
+        )
+    return path

@@ -1,0 +1,202 @@
+"""Training checkpoints: one file each, written atomically, verified on load.
+
+A checkpoint is a plain `torch.save` dict (tensors, numbers, strings, lists, dicts), loaded with
+`weights_only=True` so that a file can never run code. A sha256 digest of its contents is stored
+inside it: torch's zip format does not notice flipped bytes in tensor data, this does.
+Files live in RUN_DIR/checkpoints as `step-00001234.pt`, with `latest.pt` a symlink to the newest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+FORMAT = "dcgan-serving/checkpoint"
+VERSION = 1
+LATEST = "latest.pt"
+CHECKPOINT_DIR = "checkpoints"
+REQUIRED_KEYS = (
+    "model_config",
+    "train_config",
+    "generator",
+    "discriminator",
+    "optimizer_g",
+    "optimizer_d",
+    "grad_scaler",
+    "step",
+    "epoch",
+    "batch_in_epoch",
+    "rng",
+)
+_STEP_FILE = re.compile(r"^step-(\d{8,})\.pt$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read, is not ours, or fails its integrity check."""
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through a temporary file in the same directory, fsync, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never a torn one.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """sha256 over every value in `state` (bar its own `integrity` entry), in a fixed order."""
+    digest = hashlib.sha256()
+    _hash_value(digest, {key: value for key, value in state.items() if key != "integrity"})
+    return digest.hexdigest()
+
+
+def _hash_value(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"tensor:{flat.dtype}:{tuple(value.shape)}:".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"dict:{len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            digest.update(f"{key!r}=".encode())
+            _hash_value(digest, value[key])
+    elif isinstance(value, list | tuple):
+        digest.update(f"{type(value).__name__}:{len(value)}:".encode())
+        for item in value:
+            _hash_value(digest, item)
+    else:
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
+    """Write `state` as checkpoints/step-N.pt, point latest.pt at it, keep the newest `keep`."""
+    directory = run_dir / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step-{int(state['step']):08d}.pt"
+    sealed = {**state, "format": FORMAT, "version": VERSION}
+    sealed["integrity"] = {"algorithm": "sha256", "digest": state_digest(sealed)}
+    write_atomic(path, lambda handle: torch.save(sealed, handle))
+    _point_latest(directory, path.name)
+    _prune(directory, keep, protect=path.name)
+    return path
+
+
+def _point_latest(directory: Path, target: str) -> None:
+    tmp = directory / f".{LATEST}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, directory / LATEST)
+    _fsync_dir(directory)
+
+
+def _prune(directory: Path, keep: int, protect: str) -> None:
+    """Delete all but the newest `keep` step files, and temporary files a crash left behind."""
+    steps = sorted(path for path in directory.iterdir() if _STEP_FILE.match(path.name))
+    for path in steps[: max(0, len(steps) - keep)]:
+        if path.name != protect:
+            path.unlink()
+    for path in directory.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file as given, or the `latest` of a run directory or checkpoints directory."""
+    if path.is_dir():
+        for candidate in (path / CHECKPOINT_DIR / LATEST, path / LATEST):
+            if candidate.exists():
+                return candidate
+        raise CheckpointError(
+            f"{path} holds no checkpoint (looked for {path / CHECKPOINT_DIR / LATEST})"
+        )
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_file(path: Path) -> Any:
+    """`torch.load(weights_only=True)` with each failure turned into one clear line."""
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
+    with handle:
+        try:
+            return torch.load(handle, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            if "GLOBAL" not in str(error):  # torch names the global it refused to import
+                raise CheckpointError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from None
+            raise CheckpointError(
+                f"{path} was refused: it holds pickled code or objects, not plain tensors "
+                "(loaded with weights_only=True)"
+            ) from None
+        except Exception as error:  # whatever a damaged file makes the zip or pickle reader raise
+            raise CheckpointError(
+                f"{path} is not a readable PyTorch file (truncated or corrupted?): {_first_line(error)}"
+            ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load and verify one of our checkpoints (a file or a run directory's latest)."""
+    path = resolve_checkpoint(path)
+    state = load_file(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a dcgan-serving training checkpoint "
+            "(a bare generator state_dict can be exported with dcgan-export)"
+        )
+    if state.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {state.get('version')!r}; this dcgan-serving "
+            f"reads version {VERSION}"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
+    integrity = state.get("integrity")
+    if not isinstance(integrity, dict) or integrity.get("digest") != state_digest(state):
+        raise CheckpointError(
+            f"{path} is corrupted or was modified: its contents do not match the sha256 "
+            "recorded when it was saved"
+        )
+    return state

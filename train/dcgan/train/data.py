@@ -1,0 +1,285 @@
+"""Training data: torchvision data sets decoded once into uint8 tensors, served in a seeded order.
+
+Every data set goes through the same transform (resize, center-crop, convert to the model's
+channels, uint8 CHW). A data set that fits `preload_limit_mb` is decoded once and held as one
+tensor on the training device, so no data loader runs during training; a larger one streams
+through a DataLoader in the same order. The order of epoch e is a permutation seeded by
+(seed, e), so the data position saved in a checkpoint is just (epoch, batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision.transforms.v2 as T
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "folder", "fake")
+NATIVE_CHANNELS = {"digits": 1, "mnist": 1, "fashion-mnist": 1, "cifar10": 3, "fake": 3}
+FAKE_DATASET_SIZE = 1024
+_TORCHVISION = {
+    "mnist": (datasets.MNIST, "MNIST"),
+    "fashion-mnist": (datasets.FashionMNIST, "FashionMNIST"),
+    "cifar10": (datasets.CIFAR10, "cifar-10-batches-py"),
+}
+
+
+class DataError(Exception):
+    """Data that is missing, empty, unreadable or too small for the batch."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str  # one of DATASETS
+    root: Path | None  # where the data set lives (required for folder)
+    image_size: int
+    channels: int
+    download: bool = False  # let torchvision fetch mnist / fashion-mnist / cifar10
+    workers: int = 2  # decoding processes for preloading and streaming
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """Stands in for an image that failed to decode, so the main process can name it."""
+
+    path: str
+    reason: str
+
+
+# ----------------------------------------------------------------------------- data sets
+
+
+class _ImageTree(datasets.ImageFolder):
+    """Every image under a root, in class subfolders or not: a GAN needs no labels."""
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        return ["."], {".": 0}
+
+
+class _Digits(Dataset[tuple[Image.Image, int]]):
+    """The 1,797 8x8 handwritten digits that scikit-learn ships: real images, offline."""
+
+    def __init__(self) -> None:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise DataError(
+                "the embedded digits data set needs scikit-learn: pip install 'dcgan-serving[train]'"
+            ) from None
+        digits = load_digits()
+        # 17 grey levels (0..16) of white ink on black, as MNIST.
+        self.images = (torch.from_numpy(digits.images) * (255 / 16)).round().to(torch.uint8)
+        self.targets = digits.target.tolist()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index].numpy(), mode="L"), self.targets[index]
+
+
+class _Decoded(Dataset[torch.Tensor | _Unreadable]):
+    """Applies the training transform, turning a decoding failure into an `_Unreadable`."""
+
+    def __init__(self, source: Any, transform: T.Compose) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> torch.Tensor | _Unreadable:
+        try:
+            image, _ = self.source[index]
+            result: torch.Tensor = self.transform(image)
+            return result
+        except (OSError, ValueError, SyntaxError) as error:  # what PIL raises on a bad file
+            samples = getattr(self.source, "samples", None)
+            where = samples[index][0] if samples else f"item {index}"
+            return _Unreadable(str(where), str(error).splitlines()[0] if str(error) else "")
+
+
+def _collate(items: Sequence[torch.Tensor | _Unreadable]) -> torch.Tensor | _Unreadable:
+    for item in items:
+        if isinstance(item, _Unreadable):
+            return item
+    return torch.stack(items)  # type: ignore[arg-type]
+
+
+def _source(spec: DataSpec) -> Any:
+    """The raw torchvision data set of `spec`, or a DataError saying what is missing."""
+    if spec.dataset == "digits":
+        return _Digits()
+    if spec.dataset == "fake":
+        size = (spec.channels, spec.image_size, spec.image_size)
+        return datasets.FakeData(size=FAKE_DATASET_SIZE, image_size=size, random_offset=0)
+    if spec.root is None:
+        raise DataError(f"--data-root is required for --dataset {spec.dataset}")
+    root = spec.root.expanduser()
+    if spec.dataset == "folder":
+        if not root.is_dir():
+            raise DataError(f"data root {root} does not exist or is not a directory")
+        try:
+            return _ImageTree(str(root))
+        except FileNotFoundError:
+            raise DataError(
+                f"no images found under {root} (looked recursively for "
+                f"{', '.join(datasets.folder.IMG_EXTENSIONS)})"
+            ) from None
+    cls, folder = _TORCHVISION[spec.dataset]
+    try:
+        return cls(str(root), train=True, download=spec.download)
+    except RuntimeError:
+        raise DataError(
+            f"{spec.dataset} not found under {root} (looked in {root / folder}): pass --download "
+            f"to fetch it there, or put the torchvision {folder} files in that folder"
+        ) from None
+    except OSError as error:  # network failures while downloading
+        raise DataError(f"could not download {spec.dataset} into {root}: {error}") from None
+
+
+class _ConvertMode:
+    """PIL mode conversion as a picklable transform (grayscale <-> RGB to match the model)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.convert(self.mode)
+
+
+def _transform(spec: DataSpec) -> T.Compose:
+    return T.Compose(
+        [
+            _ConvertMode("L" if spec.channels == 1 else "RGB"),
+            T.Resize(spec.image_size, antialias=True),
+            T.CenterCrop(spec.image_size),
+            T.PILToTensor(),
+        ]
+    )
+
+
+def native_channels(dataset: str, root: Path | None) -> int:
+    """The data set's own channel count: 1 for grayscale, 3 for colour (a folder's first image)."""
+    if dataset != "folder":
+        return NATIVE_CHANNELS[dataset]
+    source = _source(DataSpec(dataset, root, image_size=32, channels=3))
+    path = source.samples[0][0]
+    try:
+        with Image.open(path) as image:
+            return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    except (OSError, ValueError, SyntaxError) as error:
+        raise DataError(f"cannot read image {path}: {error}") from None
+
+
+def open_dataset(spec: DataSpec) -> Dataset[torch.Tensor | _Unreadable]:
+    """The data set of `spec`, yielding uint8 [channels, size, size] tensors."""
+    return _Decoded(_source(spec), _transform(spec))
+
+
+def _decode_batches(loader: DataLoader[Any]) -> Iterator[torch.Tensor]:
+    for batch in loader:
+        if isinstance(batch, _Unreadable):
+            raise DataError(f"cannot read image {batch.path}: {batch.reason}")
+        yield batch
+
+
+def image_count_limit(spec: DataSpec, preload_limit_mb: float) -> int:
+    return int(preload_limit_mb * 2**20) // (spec.channels * spec.image_size**2)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of epoch `epoch`: the same on every rank, after every resume."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(size, generator=generator)
+
+
+class Batches:
+    """uint8 batches of one rank's share of each global batch, in the seeded epoch order.
+
+    Incomplete final batches are dropped: every step sees exactly `batch_size` images
+    (split evenly across `world_size` ranks), which keeps BatchNorm and compiled graphs steady.
+    """
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        preload_limit_mb: float,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.dataset = open_dataset(spec)
+        self.size = len(self.dataset)  # type: ignore[arg-type]
+        if self.size == 0:
+            raise DataError(f"the {spec.dataset} data set under {spec.root} holds no images")
+        if self.size < batch_size:
+            raise DataError(
+                f"the {spec.dataset} data set holds {self.size} images, fewer than one batch "
+                f"of {batch_size}: lower --batch-size"
+            )
+        self.spec = spec
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.rank = rank
+        self.world_size = world_size
+        self.per_rank = batch_size // world_size
+        self.batches_per_epoch = self.size // batch_size
+        self.images: torch.Tensor | None = None  # the whole data set when preloaded
+        if self.size <= image_count_limit(spec, preload_limit_mb):
+            self.images = self._preload()
+
+    def _loader(self, batch_sampler: Any) -> DataLoader[Any]:
+        return DataLoader(
+            self.dataset,
+            batch_sampler=batch_sampler,
+            num_workers=self.spec.workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _preload(self) -> torch.Tensor:
+        chunks = [list(range(start, min(start + 256, self.size))) for start in range(0, self.size, 256)]
+        images = torch.cat(list(_decode_batches(self._loader(chunks))))
+        return images.to(self.device)
+
+    def _rank_indices(self, order: torch.Tensor, batch: int) -> torch.Tensor:
+        start = batch * self.batch_size + self.rank * self.per_rank
+        return order[start : start + self.per_rank]
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
+        """This rank's batches of `epoch`, from batch `start_batch` on, on the device."""
+        order = epoch_order(self.size, self.seed, epoch)
+        batches = range(start_batch, self.batches_per_epoch)
+        if self.images is not None:
+            for batch in batches:
+                yield self.images[self._rank_indices(order, batch).to(self.images.device)]
+            return
+        plan = [self._rank_indices(order, batch).tolist() for batch in batches]
+        for images in _decode_batches(self._loader(plan)):
+            yield images.to(self.device, non_blocking=True)
+
+    def first_images(self, count: int) -> torch.Tensor:
+        """The first `count` images of epoch 0 on the CPU, for the grid of real images."""
+        order = epoch_order(self.size, self.seed, 0)[: min(count, self.size)]
+        if self.images is not None:
+            return self.images[order.to(self.images.device)].cpu()
+        return torch.cat(list(_decode_batches(self._loader([order.tolist()]))))
+
+
+def to_model_range(images: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the range of the generator's Tanh."""
+    return images.to(memory_format=memory_format).float().div_(127.5).sub_(1.0)
