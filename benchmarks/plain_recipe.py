@@ -19,7 +19,9 @@ from torchvision import datasets
 from dcgan.train.model import Discriminator, Generator, ModelConfig, init_weights
 
 
-def plain_loader(root: Path, image_size: int, channels: int, batch_size: int, workers: int) -> DataLoader:  # type: ignore[type-arg]
+def plain_loader(
+    root: Path, image_size: int, channels: int, batch_size: int, workers: int
+) -> DataLoader:  # type: ignore[type-arg]
     transform = T.Compose(
         [
             T.Grayscale(channels),
@@ -30,11 +32,19 @@ def plain_loader(root: Path, image_size: int, channels: int, batch_size: int, wo
         ]
     )
     dataset = datasets.ImageFolder(str(root), transform=transform)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True
+    )
 
 
 def run_plain_recipe(
-    root: Path, config: ModelConfig, batch_size: int, steps: int, warmup: int, workers: int = 2, seed: int = 1
+    root: Path,
+    config: ModelConfig,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    workers: int = 2,
+    seed: int = 1,
 ) -> tuple[float, list[tuple[float, float]]]:
     """Train `steps` steps; return images/s after `warmup` steps and the (D, G) losses."""
     torch.manual_seed(seed)

@@ -38,7 +38,9 @@ def test_round_trip_and_latest(tmp_path: Path) -> None:
     for source in (path, latest, tmp_path, tmp_path / "checkpoints"):
         state = load_checkpoint(source)
         assert state["step"] == 5
-        assert torch.equal(state["generator"]["main.0.weight"], make_state(5)["generator"]["main.0.weight"])
+        assert torch.equal(
+            state["generator"]["main.0.weight"], make_state(5)["generator"]["main.0.weight"]
+        )
 
 
 def test_keeps_the_last_k_and_leaves_no_temporary_files(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ def spec(root: Path | None, dataset: str = "folder", size: int = 32, channels: i
 
 
 @pytest.mark.parametrize(("size", "channels"), [(32, 1), (64, 3), (128, 1)])
-def test_folder_images_are_resized_and_converted(mnist_subset: Path, size: int, channels: int) -> None:
+def test_folder_images_are_resized_and_converted(
+    mnist_subset: Path, size: int, channels: int
+) -> None:
     dataset = open_dataset(spec(mnist_subset, size=size, channels=channels))
     assert len(dataset) == 256  # type: ignore[arg-type]
     image = dataset[0]
@@ -66,7 +68,10 @@ def test_preloaded_and_streamed_batches_are_identical(mnist_subset: Path) -> Non
 
 def test_ranks_split_each_global_batch(mnist_subset: Path) -> None:
     whole = list(Batches(spec(mnist_subset), 32, 1, CPU, 100).epoch(0))
-    shares = [list(Batches(spec(mnist_subset), 32, 1, CPU, 100, rank=r, world_size=2).epoch(0)) for r in (0, 1)]
+    shares = [
+        list(Batches(spec(mnist_subset), 32, 1, CPU, 100, rank=r, world_size=2).epoch(0))
+        for r in (0, 1)
+    ]
     for index, batch in enumerate(whole):
         assert torch.equal(torch.cat([shares[0][index], shares[1][index]]), batch)
 

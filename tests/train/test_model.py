@@ -12,7 +12,7 @@ from dcgan.train.model import Discriminator, Generator, ModelConfig, init_weight
 
 
 def pytorch_examples_netg(nz: int = 100, ngf: int = 64, nc: int = 3) -> nn.Module:
-    """The generator of pytorch/examples dcgan/main.py (and the PyTorch DCGAN tutorial), verbatim."""
+    """The generator of pytorch/examples dcgan/main.py and the PyTorch DCGAN tutorial, verbatim."""
 
     class NetG(nn.Module):
         def __init__(self) -> None:
@@ -86,7 +86,7 @@ def test_layer_widths_follow_the_paper_pyramid() -> None:
     widths = [m.out_channels for m in net_g.main if isinstance(m, nn.ConvTranspose2d)]
     assert widths == [512, 256, 128, 64, 3]
     net_g128 = Generator(ModelConfig(image_size=128))
-    assert [m.out_channels for m in net_g128.main if isinstance(m, nn.ConvTranspose2d)][0] == 1024
+    assert next(m for m in net_g128.main if isinstance(m, nn.ConvTranspose2d)).out_channels == 1024
     assert all(m.bias is None for m in net_g.modules() if isinstance(m, nn.ConvTranspose2d))
     net_d = Discriminator(ModelConfig(image_size=32))
     assert [m.out_channels for m in net_d.main if isinstance(m, nn.Conv2d)] == [64, 128, 256, 1]

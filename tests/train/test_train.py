@@ -42,11 +42,19 @@ def assert_same_training_state(a: dict[str, Any], b: dict[str, Any]) -> None:
     for key in ("optimizer_g", "optimizer_d"):
         for index, slots in a[key]["state"].items():
             for slot, tensor in slots.items():
-                assert torch.equal(tensor, b[key]["state"][index][slot]), f"{key} {index} {slot} differs"
-    assert (a["step"], a["epoch"], a["batch_in_epoch"]) == (b["step"], b["epoch"], b["batch_in_epoch"])
+                assert torch.equal(tensor, b[key]["state"][index][slot]), (
+                    f"{key} {index} {slot} differs"
+                )
+    assert (a["step"], a["epoch"], a["batch_in_epoch"]) == (
+        b["step"],
+        b["epoch"],
+        b["batch_in_epoch"],
+    )
 
 
-def test_a_run_leaves_checkpoints_grids_metrics_and_logs(mnist_subset: Path, tmp_path: Path) -> None:
+def test_a_run_leaves_checkpoints_grids_metrics_and_logs(
+    mnist_subset: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     result = train(tiny(mnist_subset, run, epochs=2, keep=1))
     assert (result.step, result.epoch) == (16, 2)
@@ -59,7 +67,13 @@ def test_a_run_leaves_checkpoints_grids_metrics_and_logs(mnist_subset: Path, tmp
     assert [row["step"] for row in rows] == [4, 8, 12, 16]
     assert {"loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2", "images_per_s"} <= set(rows[0])
     assert all(0.0 <= row["d_x"] <= 1.0 and row["images_per_s"] > 0 for row in rows)
-    for name in ("real.png", "loss.png", "samples/epoch-0001.png", "samples/epoch-0002.png", "samples/final.png"):
+    for name in (
+        "real.png",
+        "loss.png",
+        "samples/epoch-0001.png",
+        "samples/epoch-0002.png",
+        "samples/final.png",
+    ):
         assert (run / name).stat().st_size > 1000, name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((run / "config.json").read_text())["model"]["image_size"] == 32
@@ -76,7 +90,9 @@ def test_resume_is_bitwise_exact_across_an_epoch_boundary(
     assert (state["epoch"], state["batch_in_epoch"]) == (0, 6)
     second = train(resolve_config({"max_steps": 12}, state["train_config"]), state, run_dir)
     assert second.step == straight.step == 12
-    assert_same_training_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split"))
+    assert_same_training_state(
+        load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split")
+    )
     # the resumed run's metrics continue the first half's (which logged its last step, 6)
     rows = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(row)["step"] for row in rows] == [4, 6, 8, 12]
@@ -92,7 +108,11 @@ def test_resume_keeps_the_run_identity(mnist_subset: Path, tmp_path: Path) -> No
 
 def run_cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dcgan.train", *args], capture_output=True, text=True, timeout=300, **kwargs
+        [sys.executable, "-m", "dcgan.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
     )
 
 
@@ -102,16 +122,26 @@ def cli_args(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_a_checkpoint_that_resumes(mnist_subset: Path, tmp_path: Path, signum: int) -> None:
+def test_a_signal_saves_a_checkpoint_that_resumes(
+    mnist_subset: Path, tmp_path: Path, signum: int
+) -> None:
     run = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "dcgan.train", *cli_args(mnist_subset, run, "--epochs=1000", "--log-every=1")],
+        [
+            sys.executable,
+            "-m",
+            "dcgan.train",
+            *cli_args(mnist_subset, run, "--epochs=1000", "--log-every=1"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.monotonic() + 120
-    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
+    while (
+        not (run / "metrics.jsonl").exists()
+        or len((run / "metrics.jsonl").read_text().splitlines()) < 3
+    ):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     process.send_signal(signum)
@@ -180,7 +210,9 @@ def test_bad_checkpoints_and_out_dirs_damage_nothing(mnist_subset: Path, tmp_pat
     data[len(data) // 2] ^= 0x01
     (tampered / "step-00000002.pt").write_bytes(bytes(data))
     result = run_cli("--resume", str(tampered / "step-00000002.pt"))
-    assert result.returncode == 1 and ("corrupted" in result.stderr or "not a readable" in result.stderr)
+    assert result.returncode == 1 and (
+        "corrupted" in result.stderr or "not a readable" in result.stderr
+    )
 
     unwritable = run_cli(*cli_args(mnist_subset, notes / "run"))
     assert unwritable.returncode == 2 and "cannot write to" in unwritable.stderr
@@ -192,7 +224,13 @@ def test_bad_checkpoints_and_out_dirs_damage_nothing(mnist_subset: Path, tmp_pat
 @pytest.mark.slow
 def test_ddp_on_two_gloo_processes_resumes_exactly(mnist_subset: Path, tmp_path: Path) -> None:
     def torchrun(*args: str) -> None:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+        ]
         result = subprocess.run(
             [*command, "-m", "dcgan.train", *args], capture_output=True, text=True, timeout=300
         )

@@ -47,7 +47,7 @@ class CheckpointError(Exception):
 # ----------------------------------------------------------------------------- writing
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write through a temporary file in the same directory, fsync, then rename over `path`.
 
     A crash at any moment leaves either the old file or the new one, never a torn one.
@@ -152,7 +152,7 @@ def resolve_checkpoint(path: Path) -> Path:
 def load_file(path: Path) -> Any:
     """`torch.load(weights_only=True)` with each failure turned into one clear line."""
     try:
-        handle = open(path, "rb")
+        handle = open(path, "rb")  # noqa: SIM115 - closed below; its OSError is told apart
     except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
     with handle:
@@ -160,14 +160,17 @@ def load_file(path: Path) -> Any:
             return torch.load(handle, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             if "GLOBAL" not in str(error):  # torch names the global it refused to import
-                raise CheckpointError(f"{path} is not a readable PyTorch file: {_first_line(error)}") from None
+                raise CheckpointError(
+                    f"{path} is not a readable PyTorch file: {_first_line(error)}"
+                ) from None
             raise CheckpointError(
                 f"{path} was refused: it holds pickled code or objects, not plain tensors "
                 "(loaded with weights_only=True)"
             ) from None
         except Exception as error:  # whatever a damaged file makes the zip or pickle reader raise
             raise CheckpointError(
-                f"{path} is not a readable PyTorch file (truncated or corrupted?): {_first_line(error)}"
+                f"{path} is not a readable PyTorch file (truncated or corrupted?): "
+                f"{_first_line(error)}"
             ) from None
 
 

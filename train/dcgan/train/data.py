@@ -55,7 +55,7 @@ class _Unreadable:
 # ----------------------------------------------------------------------------- data sets
 
 
-class _ImageTree(datasets.ImageFolder):
+class _ImageTree(datasets.ImageFolder):  # type: ignore[misc]
     """Every image under a root, in class subfolders or not: a GAN needs no labels."""
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
@@ -70,7 +70,8 @@ class _Digits(Dataset[tuple[Image.Image, int]]):
             from sklearn.datasets import load_digits
         except ImportError:
             raise DataError(
-                "the embedded digits data set needs scikit-learn: pip install 'dcgan-serving[train]'"
+                "the embedded digits data set needs scikit-learn: "
+                "pip install 'dcgan-serving[train]'"
             ) from None
         digits = load_digits()
         # 17 grey levels (0..16) of white ink on black, as MNIST.
@@ -252,7 +253,9 @@ class Batches:
         )
 
     def _preload(self) -> torch.Tensor:
-        chunks = [list(range(start, min(start + 256, self.size))) for start in range(0, self.size, 256)]
+        chunks = [
+            list(range(start, min(start + 256, self.size))) for start in range(0, self.size, 256)
+        ]
         images = torch.cat(list(_decode_batches(self._loader(chunks))))
         return images.to(self.device)
 

@@ -74,7 +74,9 @@ class _Progress:
 
     def __init__(self, bar: Progress | None, total: int, done: int) -> None:
         self.bar = bar
-        self.task = bar.add_task("training", total=total, completed=done, status="") if bar else None
+        self.task = (
+            bar.add_task("training", total=total, completed=done, status="") if bar else None
+        )
 
     def advance(self) -> None:
         if self.bar is not None and self.task is not None:

@@ -56,12 +56,16 @@ class TrainConfig:
     seed: int = 1  # seeds initialisation, data order and noise
     # speed
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16, else fp32) | fp32 | bf16 | fp16
+    precision: str = (
+        "auto"  # auto (bf16 on CUDA and on CPUs with native bf16, else fp32) | fp32 | bf16 | fp16
+    )
     channels_last: bool = True  # NHWC activations: faster convolutions on GPUs and oneDNN CPUs
     compile: bool = False  # torch.compile both networks (slow to start, faster per step)
     # outputs
     out: str = "runs/dcgan"  # the run directory
-    save_every: int = 0  # checkpoint every N steps as well as at each epoch end (0: epoch ends only)
+    save_every: int = (
+        0  # checkpoint every N steps as well as at each epoch end (0: epoch ends only)
+    )
     keep: int = 3  # step checkpoints kept besides latest
     log_every: int = 10  # metrics every N steps
     samples: int = 64  # images in each sample grid
@@ -74,7 +78,8 @@ class TrainConfig:
 
 # Settings that define the run: a resumed run keeps them. The others may change on resume.
 IDENTITY_FIELDS = (
-    "dataset", "image_size", "channels", "nz", "ngf", "ndf", "batch_size", "lr", "beta1", "beta2", "seed",
+    "dataset", "image_size", "channels", "nz", "ngf", "ndf",
+    "batch_size", "lr", "beta1", "beta2", "seed",
 )  # fmt: skip
 
 
@@ -95,9 +100,7 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"--precision must be auto, fp32, bf16 or fp16, not {config.precision}")
 
 
-def resolve_config(
-    given: dict[str, Any], resumed: dict[str, Any] | None = None
-) -> TrainConfig:
+def resolve_config(given: dict[str, Any], resumed: dict[str, Any] | None = None) -> TrainConfig:
     """The run's settings: defaults, then a resumed run's own, then those given explicitly.
 
     On resume, an identity setting given with a different value is an error, not a silent change.
@@ -167,9 +170,7 @@ def setup_runtime(config: TrainConfig) -> Runtime:
     return Runtime(device, rank, world_size, dtype)
 
 
-def step_noise(
-    runtime: Runtime, seed: int, step: int, batch: int, nz: int
-) -> torch.Tensor:
+def step_noise(runtime: Runtime, seed: int, step: int, batch: int, nz: int) -> torch.Tensor:
     """The latents of one step: a pure function of (seed, rank, step), so resume needs no RNG."""
     generator = torch.Generator(runtime.device)
     generator.manual_seed((seed * 1_000_003 + step) * 1_009 + runtime.rank)
@@ -178,7 +179,7 @@ def step_noise(
 
 def rng_states() -> dict[str, Any]:
     """Python, NumPy and torch RNG states, kept in checkpoints as plain data."""
-    numpy_state = np.random.get_state()
+    numpy_state: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]
     return {
         "python": random.getstate(),
         "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]],
@@ -212,7 +213,9 @@ class StopSignal:
 
     @contextmanager
     def installed(self) -> Iterator[StopSignal]:
-        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             yield self
         finally:
@@ -257,7 +260,9 @@ def prepare_run_dir(run_dir: Path, resuming_from: Path | None) -> None:
         )
 
 
-def train(config: TrainConfig, resume: dict[str, Any] | None = None, resume_dir: Path | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, resume: dict[str, Any] | None = None, resume_dir: Path | None = None
+) -> TrainResult:
     """Train from scratch, or continue the checkpoint `resume` (loaded from `resume_dir`)."""
     runtime = setup_runtime(config)
     try:
@@ -298,12 +303,14 @@ def _train(
     net_d = Discriminator(model_config)
     net_g.apply(init_weights)
     net_d.apply(init_weights)
-    net_g.to(runtime.device, memory_format=memory_format)
-    net_d.to(runtime.device, memory_format=memory_format)
-    adam = {"lr": config.lr, "betas": (config.beta1, config.beta2), "fused": True}
-    opt_g = torch.optim.Adam(net_g.parameters(), **adam)
-    opt_d = torch.optim.Adam(net_d.parameters(), **adam)
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
+    net_g.to(runtime.device).to(memory_format=memory_format)
+    net_d.to(runtime.device).to(memory_format=memory_format)
+    betas = (config.beta1, config.beta2)
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=config.lr, betas=betas, fused=True)
+    opt_d = torch.optim.Adam(net_d.parameters(), lr=config.lr, betas=betas, fused=True)
+    scaler = torch.amp.GradScaler(
+        runtime.device.type, enabled=runtime.autocast_dtype == torch.float16
+    )
     criterion = nn.BCEWithLogitsLoss()
 
     step, epoch, batch_in_epoch = 0, 0, 0
@@ -362,7 +369,7 @@ def _train(
     def samples() -> torch.Tensor:
         net_g.eval()
         with torch.no_grad(), autocast():
-            images = net_g(fixed_noise).float().cpu()
+            images: torch.Tensor = net_g(fixed_noise).float().cpu()
         net_g.train()
         return images
 

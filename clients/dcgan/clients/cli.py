@@ -1,0 +1,152 @@
+"""`dcgan-client`: generate, interpolate, info and health against a dcgan-serve server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+
+TARGET_HELP = "host:port, or dns:///name:port to spread calls over every replica."
+
+
+@app.callback()
+def main(
+    context: typer.Context,
+    target: Annotated[
+        str, typer.Option(envvar="DCGAN_TARGET", help=TARGET_HELP)
+    ] = "localhost:50051",
+    timeout_s: Annotated[
+        float, typer.Option(envvar="DCGAN_TIMEOUT_S", min=0.001, help="Deadline of each call.")
+    ] = 30.0,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(envvar="DCGAN_TOKEN_FILE", help="Bearer token for servers that ask for one."),
+    ] = None,
+    tls_ca: Annotated[
+        Path | None, typer.Option(envvar="DCGAN_TLS_CA", help="CA certificate: connect with TLS.")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(envvar="DCGAN_TLS_CERT", help="Client certificate, for mutual TLS."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(envvar="DCGAN_TLS_KEY", help="Client key, for mutual TLS.")
+    ] = None,
+) -> None:
+    """Call a dcgan-serve server.
+
+    Example: dcgan-client --target localhost:50051 generate -n 64 --seed 1 --out grid.png
+    """
+    context.obj = {
+        "target": target,
+        "timeout": timeout_s,
+        "token_file": token_file,
+        "tls": (tls_ca, tls_cert, tls_key) if tls_ca or tls_cert else None,
+    }
+
+
+@contextmanager
+def _client(context: typer.Context) -> Iterator[Any]:
+    """A connected client; RPC errors become one line and exit code 1."""
+    from dcgan.clients.client import GeneratorClient, credentials
+
+    options = context.obj
+    token = options["token_file"].read_text().strip() if options["token_file"] else None
+    tls = credentials(*options["tls"]) if options["tls"] else None
+    try:
+        with GeneratorClient(options["target"], options["timeout"], tls=tls, token=token) as client:
+            yield client
+    except grpc.RpcError as error:
+        typer.echo(f"error: {options['target']}: {error.code().name}: {error.details()}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _grid(images: list[Any], columns: int) -> Any:
+    from PIL import Image
+
+    width, height = images[0].size
+    rows = (len(images) + columns - 1) // columns
+    grid = Image.new(images[0].mode, (columns * (width + 2) + 2, rows * (height + 2) + 2))
+    for index, image in enumerate(images):
+        grid.paste(
+            image, (2 + (index % columns) * (width + 2), 2 + (index // columns) * (height + 2))
+        )
+    return grid
+
+
+@app.command()
+def generate(
+    context: typer.Context,
+    n: Annotated[int, typer.Option("-n", "--count", min=1, help="Images to generate.")] = 64,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the server's latent generator.")] = 0,
+    out: Annotated[
+        Path, typer.Option(help="A grid PNG, or a directory for one PNG per image.")
+    ] = Path("grid.png"),
+    columns: Annotated[int, typer.Option(min=1, help="Images per row of the grid.")] = 8,
+) -> None:
+    """Generate N images from a seed, as a grid (or one file each when --out is a directory)."""
+    from dcgan.clients.codec import to_pil
+
+    with _client(context) as client:
+        limit = int(client.info()["max_latents_per_request"])
+        chunks = (
+            client.generate_stream(n=n, seed=seed)
+            if n > limit
+            else [client.generate_response(n=n, seed=seed)]
+        )
+        images = [image for chunk in chunks for image in to_pil(chunk.images)]
+    if out.suffix.lower() == ".png":
+        _grid(images, columns).save(out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for index, image in enumerate(images):
+            image.save(out / f"{seed}-{index:05d}.png")
+    typer.echo(f"{len(images)} images -> {out}")
+
+
+@app.command()
+def interpolate(
+    context: typer.Context,
+    start: Annotated[int, typer.Option(min=0, help="Seed of the first latent.")] = 1,
+    end: Annotated[int, typer.Option(min=0, help="Seed of the last latent.")] = 2,
+    steps: Annotated[int, typer.Option(min=2, help="Images in the walk, both ends included.")] = 10,
+    method: Annotated[str, typer.Option(help="linear or slerp.")] = "slerp",
+    out: Annotated[Path, typer.Option(help="A strip PNG, or an animated GIF (.gif).")] = Path(
+        "walk.png"
+    ),
+) -> None:
+    """Walk the latent space between two seeds (DCGAN paper, section 6.1)."""
+    from dcgan.clients.codec import to_pil
+
+    with _client(context) as client:
+        images = to_pil(client.interpolate(start, end, steps, method))
+    if out.suffix.lower() == ".gif":
+        frames = images + images[-2:0:-1]  # there and back again
+        frames[0].save(out, save_all=True, append_images=frames[1:], duration=120, loop=0)
+    else:
+        _grid(images, len(images)).save(out)
+    typer.echo(f"{len(images)} images -> {out}")
+
+
+@app.command()
+def info(context: typer.Context) -> None:
+    """Print the served model's shapes, identity, execution provider and batching, as JSON."""
+    with _client(context) as client:
+        typer.echo(json.dumps(client.info(), indent=2, sort_keys=True))
+
+
+@app.command()
+def health(context: typer.Context) -> None:
+    """Print the health status; exit 0 only when SERVING (for container health checks)."""
+    with _client(context) as client:
+        status = client.health()
+    typer.echo(status)
+    if status != "SERVING":
+        raise typer.Exit(1)

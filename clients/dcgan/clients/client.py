@@ -1,0 +1,233 @@
+"""Python clients of the dcgan.v1 API: `GeneratorClient` (blocking) and `AsyncGeneratorClient`.
+
+    with GeneratorClient("localhost:50051") as client:
+        images = client.generate(n=16, seed=1)            # uint8 [16, 64, 64, C]
+        walk = client.interpolate(1, 2, steps=10, method="slerp")
+        client.info()["nz"], client.health()
+
+Targets are gRPC names: `host:port`, or `dns:///serve:50051` to spread calls over every replica
+the name resolves to (round robin); calls refused with UNAVAILABLE are retried by gRPC itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy.typing as npt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dcgan.clients.codec import (
+    CHANNEL_OPTIONS,
+    Generated,
+    decode,
+    info_dict,
+    interpolate_request,
+    latents_request,
+)
+from dcgan.v1 import generator_pb2 as pb
+from dcgan.v1 import generator_pb2_grpc as pb_grpc
+
+
+def credentials(
+    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> grpc.ChannelCredentials:
+    """TLS credentials: the server's CA, and a client certificate for mutual TLS."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes() if ca else None,
+        private_key=key.read_bytes() if key else None,
+        certificate_chain=cert.read_bytes() if cert else None,
+    )
+
+
+def _metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    return (("authorization", f"Bearer {token}"),) if token else None
+
+
+class GeneratorClient:
+    def __init__(
+        self,
+        target: str,
+        timeout: float | None = 30.0,
+        tls: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+    ) -> None:
+        """`timeout`: each call's deadline, in seconds; the server drops work past its deadline."""
+        if tls is None:
+            self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.secure_channel(target, tls, options=CHANNEL_OPTIONS)
+        self.timeout = timeout
+        self._metadata = _metadata(token)
+        self._stub = pb_grpc.GeneratorStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> GeneratorClient:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def generate_response(
+        self,
+        latents: npt.ArrayLike | None = None,
+        *,
+        n: int | None = None,
+        seed: int | None = None,
+        encoding: str = "uint8",
+    ) -> Generated:
+        request = latents_request(latents, n, seed, encoding)
+        return decode(self._stub.Generate(request, timeout=self.timeout, metadata=self._metadata))
+
+    def generate(
+        self,
+        latents: npt.ArrayLike | None = None,
+        *,
+        n: int | None = None,
+        seed: int | None = None,
+        encoding: str = "uint8",
+    ) -> Any:
+        """Images of `latents` [n, nz], or of `n` latents the server draws from `seed`."""
+        return self.generate_response(latents, n=n, seed=seed, encoding=encoding).images
+
+    def generate_stream(
+        self,
+        latents: npt.ArrayLike | None = None,
+        *,
+        n: int | None = None,
+        seed: int | None = None,
+        encoding: str = "uint8",
+    ) -> Iterator[Generated]:
+        """The same as chunks, for more images than one message carries."""
+        request = latents_request(latents, n, seed, encoding)
+        for response in self._stub.GenerateStream(
+            request, timeout=self.timeout, metadata=self._metadata
+        ):
+            yield decode(response)
+
+    def interpolate(
+        self,
+        start: int | npt.ArrayLike,
+        end: int | npt.ArrayLike,
+        steps: int = 10,
+        method: str = "linear",
+        encoding: str = "uint8",
+    ) -> Any:
+        """A walk from `start` to `end` (seeds or latents), both ends included."""
+        request = interpolate_request(start, end, steps, method, encoding)
+        return decode(
+            self._stub.Interpolate(request, timeout=self.timeout, metadata=self._metadata)
+        ).images
+
+    def info(self) -> dict[str, Any]:
+        return info_dict(
+            self._stub.GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        )
+
+    def health(self, service: str = "") -> str:
+        """SERVING, NOT_SERVING, ... (raises grpc.RpcError when the server cannot be reached)."""
+        response = self._health.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+class AsyncGeneratorClient:
+    """The asyncio twin of GeneratorClient: the same methods, awaited."""
+
+    def __init__(
+        self,
+        target: str,
+        timeout: float | None = 30.0,
+        tls: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+    ) -> None:
+        if tls is None:
+            self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.aio.secure_channel(target, tls, options=CHANNEL_OPTIONS)
+        self.timeout = timeout
+        self._metadata = _metadata(token)
+        self._stub = pb_grpc.GeneratorStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+
+    async def __aenter__(self) -> AsyncGeneratorClient:
+        return self
+
+    async def __aexit__(
+        self, *exc: type[BaseException] | BaseException | TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def generate_response(
+        self,
+        latents: npt.ArrayLike | None = None,
+        *,
+        n: int | None = None,
+        seed: int | None = None,
+        encoding: str = "uint8",
+    ) -> Generated:
+        request = latents_request(latents, n, seed, encoding)
+        return decode(
+            await self._stub.Generate(request, timeout=self.timeout, metadata=self._metadata)
+        )
+
+    async def generate(
+        self,
+        latents: npt.ArrayLike | None = None,
+        *,
+        n: int | None = None,
+        seed: int | None = None,
+        encoding: str = "uint8",
+    ) -> Any:
+        return (await self.generate_response(latents, n=n, seed=seed, encoding=encoding)).images
+
+    async def generate_stream(
+        self,
+        latents: npt.ArrayLike | None = None,
+        *,
+        n: int | None = None,
+        seed: int | None = None,
+        encoding: str = "uint8",
+    ) -> AsyncIterator[Generated]:
+        request = latents_request(latents, n, seed, encoding)
+        async for response in self._stub.GenerateStream(
+            request, timeout=self.timeout, metadata=self._metadata
+        ):
+            yield decode(response)
+
+    async def interpolate(
+        self,
+        start: int | npt.ArrayLike,
+        end: int | npt.ArrayLike,
+        steps: int = 10,
+        method: str = "linear",
+        encoding: str = "uint8",
+    ) -> Any:
+        request = interpolate_request(start, end, steps, method, encoding)
+        return decode(
+            await self._stub.Interpolate(request, timeout=self.timeout, metadata=self._metadata)
+        ).images
+
+    async def info(self) -> dict[str, Any]:
+        response = await self._stub.GetModelInfo(
+            pb.GetModelInfoRequest(), timeout=self.timeout, metadata=self._metadata
+        )
+        return info_dict(response)
+
+    async def health(self, service: str = "") -> str:
+        response = await self._health.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

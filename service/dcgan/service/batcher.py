@@ -1,0 +1,289 @@
+"""Dynamic batching of latents from concurrent callers, in the manner of Ray Serve's _BatchQueue.
+
+Callers `submit` latents and await a future. Runs happen on worker threads, off the event loop.
+A batch starts as soon as a model instance is free and
+  - the queue holds a full batch (`max_batch_size` latents): flush reason "full";
+  - nothing is computing: a lone request runs at once, no added latency at low load: "idle";
+  - an instance computes already and the oldest request waited `max_queue_delay`: "timeout".
+While a batch computes, the next one gathers. A request larger than a batch is split across
+batches and reassembled in order. Latents whose caller went away, or whose deadline passed, are
+dropped before they are computed. An error fails exactly the requests of its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull, Unavailable
+from dcgan.service.metrics import ServiceMetrics
+
+Outputs = dict[str, npt.NDArray]  # type: ignore[type-arg]
+RunBatch = Callable[[npt.NDArray[np.float32], frozenset[str]], Outputs]
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    max_batch_size: int = 64  # latents per model run
+    max_queue_delay_s: float = 0.002  # the longest a request waits for a batch to fill
+    max_queue_size: int = 4096  # latents waiting at most; more is refused with QueueFull
+    instances: int = 1  # model runs in parallel
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outputs: Outputs  # each [n, ...], in the order of the request's latents
+    queue_s: float  # from submission to the start of the (first) run that computed them
+    compute_s: float  # the runs that computed them, summed
+
+
+@dataclass(eq=False)
+class _Request:
+    latents: npt.NDArray[np.float32]
+    kinds: frozenset[str]
+    deadline: float | None  # time.monotonic() by which it must be computed
+    future: asyncio.Future[BatchResult]
+    submitted: float
+    remaining: int
+    outputs: Outputs = field(default_factory=dict)
+    queue_s: float | None = None
+    compute_s: float = 0.0
+
+    def store(
+        self,
+        outputs: Outputs,
+        start: int,
+        offset: int,
+        count: int,
+        started: float,
+        compute_s: float,
+    ) -> None:
+        """Keep batch rows [offset, offset + count) as this request's [start, start + count)."""
+        whole = start == 0 and count == len(self.latents)
+        for kind in self.kinds:
+            rows = outputs[kind][offset : offset + count]
+            if whole:
+                self.outputs[kind] = rows
+            else:
+                if kind not in self.outputs:
+                    self.outputs[kind] = np.empty((len(self.latents), *rows.shape[1:]), rows.dtype)
+                self.outputs[kind][start : start + count] = rows
+        if self.queue_s is None:
+            self.queue_s = started - self.submitted
+        self.compute_s += compute_s
+        self.remaining -= count
+        if self.remaining == 0 and not self.future.done():
+            self.future.set_result(BatchResult(self.outputs, self.queue_s, self.compute_s))
+
+
+@dataclass
+class _Slice:
+    """Latents [start, end) of a request, waiting in the queue."""
+
+    request: _Request
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Latents [start, start + count) of a request, at rows [offset, offset + count) of a batch."""
+
+    request: _Request
+    start: int
+    offset: int
+    count: int
+
+
+class DynamicBatcher:
+    def __init__(
+        self, run_batch: RunBatch, options: BatchingOptions, metrics: ServiceMetrics
+    ) -> None:
+        self._run_batch = run_batch
+        self.options = options
+        self._metrics = metrics
+        self._queue: deque[_Slice] = deque()
+        self._queued = 0  # latents in the queue
+        self._free = options.instances
+        self._executor = ThreadPoolExecutor(options.instances, thread_name_prefix="model")
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ------------------------------------------------------------------------- callers
+
+    async def submit(
+        self, latents: npt.NDArray[np.float32], kinds: frozenset[str], deadline: float | None = None
+    ) -> BatchResult:
+        """Images of `latents` as the output `kinds`.
+
+        Raises QueueFull, Unavailable (draining), DeadlineExceeded or ModelFailure.
+        """
+        if self._closed:
+            raise Unavailable("the server is draining: send the request to another replica")
+        count = len(latents)
+        if self._queued + count > self.options.max_queue_size:
+            raise QueueFull(
+                f"the queue holds {self._queued} latents; {count} more would pass its limit of "
+                f"{self.options.max_queue_size}"
+            )
+        loop = asyncio.get_running_loop()
+        request = _Request(latents, kinds, deadline, loop.create_future(), time.monotonic(), count)
+        self._queue.append(_Slice(request, 0, count))
+        self._queued += count
+        self._idle.clear()
+        self._metrics.queue_depth.set(self._queued)
+        self._schedule()
+        return await request.future  # cancelled with the caller's RPC: its latents are dropped
+
+    async def drain(self) -> None:
+        """Refuse new requests, and return once every accepted one has been answered."""
+        self._closed = True
+        self._schedule()
+        await self._idle.wait()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    # ------------------------------------------------------------------------- scheduling
+
+    def _schedule(self) -> None:
+        """Start every batch the flush rules allow now; arm the delay timer otherwise."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._free > 0 and self._queue:
+            computing = self._free < self.options.instances
+            oldest = self._queue[0].request.submitted
+            waited = time.monotonic() - oldest
+            if self._queued >= self.options.max_batch_size:
+                reason = "full"
+            elif not computing:
+                reason = "idle"
+            elif waited >= self.options.max_queue_delay_s:
+                reason = "timeout"
+            else:
+                delay = self.options.max_queue_delay_s - waited
+                self._timer = asyncio.get_running_loop().call_later(delay, self._schedule)
+                return
+            parts = self._take(self.options.max_batch_size)
+            if parts:
+                self._start(parts, reason)
+        self._metrics.queue_depth.set(self._queued)
+        if not self._queue and self._free == self.options.instances:
+            self._idle.set()
+
+    def _take(self, capacity: int) -> list[_Part]:
+        """Up to `capacity` latents from the head of the queue, skipping abandoned ones."""
+        parts: list[_Part] = []
+        offset = 0
+        now = time.monotonic()
+        while self._queue and offset < capacity:
+            piece = self._queue[0]
+            request = piece.request
+            if request.future.done():  # cancelled by its caller, or failed in an earlier batch
+                self._drop(piece)
+                if request.future.cancelled():
+                    self._metrics.dropped.labels("cancelled").inc(piece.end - piece.start)
+                continue
+            if request.deadline is not None and now >= request.deadline:
+                self._drop(piece)
+                self._metrics.dropped.labels("deadline").inc(piece.end - piece.start)
+                request.future.set_exception(
+                    DeadlineExceeded("the deadline passed while the request waited in the queue")
+                )
+                continue
+            count = min(piece.end - piece.start, capacity - offset)
+            parts.append(_Part(request, piece.start, offset, count))
+            offset += count
+            self._queued -= count
+            piece.start += count
+            if piece.start == piece.end:
+                self._queue.popleft()
+        return parts
+
+    def _drop(self, piece: _Slice) -> None:
+        self._queue.popleft()
+        self._queued -= piece.end - piece.start
+
+    def _start(self, parts: list[_Part], reason: str) -> None:
+        if (
+            len(parts) == 1
+            and parts[0].start == 0
+            and parts[0].count == len(parts[0].request.latents)
+        ):
+            latents = parts[0].request.latents
+        else:
+            latents = np.concatenate(
+                [p.request.latents[p.start : p.start + p.count] for p in parts]
+            )
+        kinds = frozenset().union(*(p.request.kinds for p in parts))
+        self._free -= 1
+        self._metrics.flushes.labels(reason).inc()
+        self._metrics.batch_size.observe(len(latents))
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds)
+        run.add_done_callback(lambda done: self._finish(parts, started, done))
+
+    def _timed_run(
+        self, latents: npt.NDArray[np.float32], kinds: frozenset[str]
+    ) -> tuple[Outputs, float]:
+        start = time.perf_counter()
+        outputs = self._run_batch(latents, kinds)
+        return outputs, time.perf_counter() - start
+
+    def _finish(
+        self, parts: list[_Part], started: float, done: asyncio.Future[tuple[Outputs, float]]
+    ) -> None:
+        self._free += 1
+        failure = self._failure(parts, done)
+        if failure is not None:
+            for part in parts:
+                if not part.request.future.done():
+                    part.request.future.set_exception(failure)
+        else:
+            outputs, compute_s = done.result()
+            self._metrics.compute_seconds.observe(compute_s)
+            for part in parts:
+                request = part.request
+                if request.future.done():
+                    continue
+                if request.queue_s is None:
+                    self._metrics.queue_seconds.observe(started - request.submitted)
+                request.store(outputs, part.start, part.offset, part.count, started, compute_s)
+            self._metrics.images.inc(sum(part.count for part in parts))
+        self._schedule()
+
+    @staticmethod
+    def _failure(
+        parts: list[_Part], done: asyncio.Future[tuple[Outputs, float]]
+    ) -> ModelFailure | None:
+        """Why a finished run cannot answer its requests, if it cannot."""
+        if done.cancelled():
+            return ModelFailure("the model run was cancelled")
+        error = done.exception()
+        if error is not None:
+            return (
+                error if isinstance(error, ModelFailure) else ModelFailure("the model run failed")
+            )
+        outputs, _ = done.result()
+        expected = sum(part.count for part in parts)
+        for kind, array in outputs.items():
+            if len(array) != expected:
+                return ModelFailure(
+                    f"the model returned {len(array)} {kind} for {expected} latents"
+                )
+        return None

@@ -1,0 +1,208 @@
+"""`dcgan-serve`: parse flags (or their DCGAN_* environment variables) and run the server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+MODEL = "Model"
+BATCH = "Batching"
+LIMITS = "Limits"
+NET = "Network"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+def main(
+    model_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="DCGAN_MODEL_DIR",
+            help="An export directory written by dcgan-export.",
+            rich_help_panel=MODEL,
+        ),
+    ],
+    device: Annotated[
+        Device,
+        typer.Option(
+            envvar="DCGAN_DEVICE",
+            help="auto takes CUDA when it truly works, and logs which.",
+            rich_help_panel=MODEL,
+        ),
+    ] = Device.auto,
+    instances: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_INSTANCES",
+            min=1,
+            help="Model sessions running batches in parallel.",
+            rich_help_panel=MODEL,
+        ),
+    ] = 1,
+    intra_op_threads: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_INTRA_OP_THREADS",
+            min=0,
+            help="CPU threads per session (0: cores / instances).",
+            rich_help_panel=MODEL,
+        ),
+    ] = 0,
+    spinning: Annotated[
+        bool,
+        typer.Option(
+            "--spinning/--no-spinning",
+            envvar="DCGAN_SPINNING",
+            help="Let CPU threads spin between runs.",
+            rich_help_panel=MODEL,
+        ),
+    ] = True,
+    max_batch_size: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_MAX_BATCH_SIZE",
+            min=1,
+            help="Latents per model run.",
+            rich_help_panel=BATCH,
+        ),
+    ] = 64,
+    max_queue_delay_us: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_MAX_QUEUE_DELAY_US",
+            min=0,
+            help="Longest wait for a batch to fill while one computes.",
+            rich_help_panel=BATCH,
+        ),
+    ] = 2000,
+    max_queue_size: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_MAX_QUEUE_SIZE",
+            min=1,
+            help="Latents waiting at most; more get RESOURCE_EXHAUSTED.",
+            rich_help_panel=BATCH,
+        ),
+    ] = 4096,
+    max_latents_per_request: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_MAX_LATENTS_PER_REQUEST",
+            min=1,
+            help="Latents one Generate or Interpolate may ask for.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = 256,
+    max_stream_latents: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_MAX_STREAM_LATENTS",
+            min=1,
+            help="Latents one GenerateStream may ask for.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = 65536,
+    max_message_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_MAX_MESSAGE_BYTES",
+            min=1024,
+            help="Largest request message accepted.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = 4 * 2**20,
+    max_concurrent_rpcs: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_MAX_CONCURRENT_RPCS",
+            min=0,
+            help="RPCs in progress at most (0: no limit).",
+            rich_help_panel=LIMITS,
+        ),
+    ] = 0,
+    host: Annotated[
+        str, typer.Option(envvar="DCGAN_HOST", help="Address to listen on.", rich_help_panel=NET)
+    ] = "0.0.0.0",
+    port: Annotated[
+        int,
+        typer.Option(envvar="DCGAN_PORT", min=0, max=65535, help="gRPC port.", rich_help_panel=NET),
+    ] = 50051,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_METRICS_PORT",
+            min=0,
+            max=65535,
+            help="Prometheus /metrics port (0: off).",
+            rich_help_panel=NET,
+        ),
+    ] = 9090,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-port/--no-reuse-port",
+            envvar="DCGAN_REUSE_PORT",
+            help="Share the port with other servers (SO_REUSEPORT).",
+            rich_help_panel=NET,
+        ),
+    ] = False,
+    grace_s: Annotated[
+        float,
+        typer.Option(
+            envvar="DCGAN_GRACE_S",
+            min=0,
+            help="Seconds a SIGTERM drain may take.",
+            rich_help_panel=NET,
+        ),
+    ] = 10.0,
+    log_level: Annotated[
+        str, typer.Option(envvar="DCGAN_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
+) -> None:
+    """Serve a DCGAN generator over gRPC, batching latents from concurrent callers.
+
+    Example: dcgan-serve --model-dir exports/mnist --port 50051 --metrics-port 9090
+    """
+    from dcgan.service.batcher import BatchingOptions
+    from dcgan.service.dataplane import RequestLimits
+    from dcgan.service.runtime import ModelLoadError, RuntimeOptions
+    from dcgan.service.server import ServerConfig, serve
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = ServerConfig(
+        model_dir=model_dir,
+        host=host,
+        port=port,
+        metrics_port=metrics_port,
+        runtime=RuntimeOptions(device.value, instances, intra_op_threads, spinning),
+        batching=BatchingOptions(
+            max_batch_size, max_queue_delay_us / 1e6, max_queue_size, instances
+        ),
+        limits=RequestLimits(max_latents_per_request, max_stream_latents),
+        max_message_bytes=max_message_bytes,
+        max_concurrent_rpcs=max_concurrent_rpcs or None,
+        grace_s=grace_s,
+        reuse_port=reuse_port,
+    )
+    try:
+        asyncio.run(serve(config))
+    except ModelLoadError as error:
+        typer.echo(f"error: cannot serve {model_dir}: {error}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as error:  # the metrics port taken, and the like
+        typer.echo(f"error: {error.strerror or error}", err=True)
+        raise typer.Exit(1) from None

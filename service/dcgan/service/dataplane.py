@@ -1,0 +1,149 @@
+"""The data plane: what a generation request means, independent of gRPC.
+
+Checks requests against the model and the limits, sends latents through the batcher and shapes
+the outputs into the encoding asked for. The servicer converts protobuf to these calls and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from dcgan.service.batcher import BatchingOptions, DynamicBatcher
+from dcgan.service.errors import InvalidInput, Unavailable
+from dcgan.service.latents import Latents, check_latents, interpolate, seeded_latents
+from dcgan.service.runtime import PIXELS, VALUES, ModelRuntime, ModelSpec
+
+UINT8 = "uint8"  # raw pixels, [n, H, W, C]
+FLOAT32 = "float32"  # raw values in the output range, [n, C, H, W]
+PNG = "png"  # one PNG file per image
+ENCODINGS = (UINT8, FLOAT32, PNG)
+METHODS = ("linear", "slerp")
+_KIND = {UINT8: frozenset({PIXELS}), PNG: frozenset({PIXELS}), FLOAT32: frozenset({VALUES})}
+STREAM_CHUNK_BYTES = 2 * 2**20  # images per GenerateStream message: about this many bytes
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_latents_per_request: int = 256  # Generate and Interpolate
+    max_stream_latents: int = 65536  # GenerateStream
+
+
+@dataclass(frozen=True)
+class Images:
+    encoding: str
+    array: npt.NDArray | None  # type: ignore[type-arg]  # uint8 or float32 encodings
+    pngs: list[bytes] | None  # png encoding
+    count: int
+    queue_s: float
+    compute_s: float
+    offset: int = 0  # GenerateStream: index of the first image
+
+
+def encode_pngs(pixels: npt.NDArray[np.uint8]) -> list[bytes]:
+    from PIL import Image
+
+    pngs = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
+class DataPlane:
+    """Generation requests against a runtime and a batcher, once the model is loaded."""
+
+    def __init__(self, limits: RequestLimits) -> None:
+        self.limits = limits
+        self.runtime: ModelRuntime | None = None
+        self.batcher: DynamicBatcher | None = None
+
+    def attach(self, runtime: ModelRuntime, batcher: DynamicBatcher) -> None:
+        self.runtime, self.batcher = runtime, batcher
+
+    @property
+    def spec(self) -> ModelSpec:
+        if self.runtime is None:
+            raise Unavailable("the model is still loading")
+        return self.runtime.spec
+
+    @property
+    def batching(self) -> BatchingOptions:
+        if self.batcher is None:
+            raise Unavailable("the model is still loading")
+        return self.batcher.options
+
+    def seeded(self, seed: int, count: int, limit: int | None = None) -> Latents:
+        limit = self.limits.max_latents_per_request if limit is None else limit
+        if not 1 <= count <= limit:
+            raise InvalidInput(f"count must be between 1 and {limit}, not {count}")
+        return seeded_latents(seed, count, self.spec.nz)
+
+    async def generate(self, latents: Latents, encoding: str, deadline: float | None) -> Images:
+        check_latents(latents, self.limits.max_latents_per_request)
+        return await self._images(latents, encoding, deadline)
+
+    async def generate_stream(
+        self, latents: Latents, encoding: str, deadline: float | None
+    ) -> AsyncIterator[Images]:
+        """Images in chunks of about STREAM_CHUNK_BYTES; the next computes while one is sent."""
+        check_latents(latents, self.limits.max_stream_latents)
+        spec = self.spec
+        per_image = spec.channels * spec.image_size**2 * (4 if encoding == FLOAT32 else 1)
+        chunk = max(1, min(self.batching.max_batch_size, STREAM_CHUNK_BYTES // per_image))
+        starts = range(0, len(latents), chunk)
+        pending: asyncio.Task[Images] | None = None
+        try:
+            for start in starts:
+                task = asyncio.ensure_future(
+                    self._images(latents[start : start + chunk], encoding, deadline, start)
+                )
+                if pending is not None:
+                    yield await pending
+                pending = task
+            if pending is not None:
+                yield await pending
+                pending = None
+        finally:
+            if pending is not None:
+                pending.cancel()
+
+    async def interpolate(
+        self,
+        start: Latents,
+        end: Latents,
+        steps: int,
+        method: str,
+        encoding: str,
+        deadline: float | None,
+    ) -> Images:
+        limit = self.limits.max_latents_per_request
+        if not 2 <= steps <= limit:
+            raise InvalidInput(f"steps must be between 2 and {limit}, not {steps}")
+        if method not in METHODS:
+            raise InvalidInput(f"unknown interpolation method {method!r}")
+        for name, latent in (("start", start), ("end", end)):
+            if latent.shape != (1, self.spec.nz):
+                raise InvalidInput(f"the {name} latent must hold nz = {self.spec.nz} values")
+            check_latents(latent, 1)
+        return await self._images(interpolate(start, end, steps, method), encoding, deadline)
+
+    async def _images(
+        self, latents: Latents, encoding: str, deadline: float | None, offset: int = 0
+    ) -> Images:
+        if encoding not in ENCODINGS:
+            raise InvalidInput(f"unknown encoding {encoding!r}")
+        if self.batcher is None:
+            raise Unavailable("the model is still loading")
+        result = await self.batcher.submit(latents, _KIND[encoding], deadline)
+        if encoding == PNG:
+            pngs = await asyncio.to_thread(encode_pngs, result.outputs[PIXELS])
+            return Images(PNG, None, pngs, len(latents), result.queue_s, result.compute_s, offset)
+        array = result.outputs[PIXELS if encoding == UINT8 else VALUES]
+        return Images(encoding, array, None, len(latents), result.queue_s, result.compute_s, offset)

@@ -1,0 +1,138 @@
+"""Server interceptors: the one place where domain errors become gRPC status codes.
+
+Every RPC of the Generator service passes through `StatusMapping`, which also counts requests by
+method and code. An undecodable request message becomes INVALID_ARGUMENT (grpc's own answer would
+be INTERNAL); anything unexpected becomes INTERNAL with no traceback sent to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from dcgan.service.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelFailure,
+    QueueFull,
+    ServiceError,
+    Unavailable,
+)
+from dcgan.service.metrics import ServiceMetrics
+
+_LOGGER = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[ServiceError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ModelFailure: grpc.StatusCode.INTERNAL,
+}
+SERVICE_PREFIX = "/dcgan.v1.Generator/"
+
+
+class _Undecodable:
+    """Stands in for a request message that failed to parse."""
+
+
+def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # protobuf raises DecodeError, and others on wrong wire types
+            return _Undecodable()
+
+    return parse
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and caller-safe detail for an exception raised by a handler."""
+    for kind, code in STATUS_OF.items():
+        if isinstance(error, kind):
+            return code, str(error)
+    _LOGGER.error("unexpected error in a handler", exc_info=error)
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+class StatusMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = details.method
+        if method in self._handlers:
+            return self._handlers[method]
+        handler = await continuation(details)
+        if handler is None or not method.startswith(SERVICE_PREFIX):
+            return handler
+        name = method.removeprefix(SERVICE_PREFIX)
+        if handler.unary_unary is not None:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._unary(name, handler.unary_unary),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        else:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self._stream(name, handler.unary_stream),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        self._handlers[method] = wrapped
+        return wrapped
+
+    async def _fail(
+        self, name: str, error: BaseException, context: grpc.aio.ServicerContext
+    ) -> None:
+        code, detail = status_of(error)
+        self._metrics.requests.labels(name, code.name).inc()
+        await context.abort(code, detail)
+
+    def _count_cancelled(self, name: str) -> None:
+        self._metrics.requests.labels(name, grpc.StatusCode.CANCELLED.name).inc()
+
+    def _unary(
+        self, name: str, behavior: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                if isinstance(request, _Undecodable):
+                    raise InvalidInput(f"the request is not a valid message for {name}")
+                response = await behavior(request, context)
+            except asyncio.CancelledError:
+                self._count_cancelled(name)
+                raise
+            except Exception as error:
+                await self._fail(name, error, context)
+            self._metrics.requests.labels(name, grpc.StatusCode.OK.name).inc()
+            return response
+
+        return handle
+
+    def _stream(
+        self, name: str, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                if isinstance(request, _Undecodable):
+                    raise InvalidInput(f"the request is not a valid message for {name}")
+                async for response in behavior(request, context):
+                    yield response
+            except asyncio.CancelledError:
+                self._count_cancelled(name)
+                raise
+            except Exception as error:
+                await self._fail(name, error, context)
+            self._metrics.requests.labels(name, grpc.StatusCode.OK.name).inc()
+
+        return handle

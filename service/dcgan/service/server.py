@@ -1,0 +1,153 @@
+"""Build, start and stop the gRPC server.
+
+Start-up order: check the export (manifest and sha256) before opening the port, so a bad model
+fails at once; then serve health as NOT_SERVING while the sessions load and warm up; then SERVING.
+Stop (SIGTERM/SIGINT): health NOT_SERVING at once, new work refused with UNAVAILABLE, accepted
+work finished, then the server stops, all within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dcgan.service.batcher import BatchingOptions, DynamicBatcher
+from dcgan.service.dataplane import DataPlane, RequestLimits
+from dcgan.service.interceptors import StatusMapping
+from dcgan.service.metrics import ServiceMetrics
+from dcgan.service.runtime import ModelRuntime, RuntimeOptions
+from dcgan.service.servicer import GeneratorServicer
+from dcgan.v1 import generator_pb2 as pb
+from dcgan.v1 import generator_pb2_grpc as pb_grpc
+
+_LOGGER = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generator"].full_name
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 50051  # 0: any free port (tests)
+    metrics_port: int = 9090  # Prometheus /metrics; 0: off
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    batching: BatchingOptions = field(default_factory=BatchingOptions)
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    max_message_bytes: int = 4 * 2**20  # largest request accepted
+    max_concurrent_rpcs: int | None = None  # more are refused with RESOURCE_EXHAUSTED
+    grace_s: float = 10.0  # how long a stop may take
+    reuse_port: bool = False  # share the port with other processes (SO_REUSEPORT)
+
+
+class GeneratorServer:
+    """One running server; `start()` returns once it is SERVING."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = ServiceMetrics(config.batching.max_batch_size)
+        self.plane = DataPlane(config.limits)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.metrics_port = 0
+        self.started_serving_s = 0.0
+        self._server: grpc.aio.Server | None = None
+        self._metrics_http: object = None
+        self._runtime: ModelRuntime
+        self._opened = 0.0
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.open()
+        await self.load_model()
+
+    async def open(self) -> None:
+        """Check the export, then listen, answering health with NOT_SERVING."""
+        self._opened = time.perf_counter()
+        self._runtime = ModelRuntime(self.config.model_dir, self.config.runtime)  # manifest, sha256
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._server = self._build()
+        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        await self._server.start()
+        if self.config.metrics_port:
+            self._metrics_http = self.metrics.serve_http(self.config.host, self.config.metrics_port)
+            self.metrics_port = self._metrics_http.server_port  # type: ignore[attr-defined]
+
+    async def load_model(self) -> None:
+        """Create and warm up the sessions off the event loop, then answer SERVING."""
+        runtime = self._runtime
+        await asyncio.to_thread(runtime.load)
+        batcher = DynamicBatcher(runtime.run, self.config.batching, self.metrics)
+        self.plane.attach(runtime, batcher)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.started_serving_s = time.perf_counter() - self._opened
+        spec = runtime.spec
+        _LOGGER.info(
+            "serving %s on %s:%d (%s) after %.2f s",
+            spec.model_id, self.config.host, self.port, runtime.provider, self.started_serving_s,
+        )  # fmt: skip
+
+    def _build(self) -> grpc.aio.Server:
+        options = [
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
+        ]
+        server = grpc.aio.server(
+            interceptors=[StatusMapping(self.metrics)],
+            options=options,
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+        )
+        pb_grpc.add_GeneratorServicer_to_server(GeneratorServicer(self.plane), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        return server
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING, refuse new work, finish accepted work, stop within the grace."""
+        deadline = time.monotonic() + self.config.grace_s
+        await self.health.enter_graceful_shutdown()
+        if self.plane.batcher is not None:
+            try:
+                await asyncio.wait_for(self.plane.batcher.drain(), self.config.grace_s)
+            except TimeoutError:
+                _LOGGER.warning(
+                    "grace period over with %d latents queued", self.plane.batcher.queued
+                )
+        if self._server is not None:
+            await self._server.stop(max(0.0, deadline - time.monotonic()))
+        if self.plane.batcher is not None:
+            self.plane.batcher.shutdown()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()  # type: ignore[attr-defined]
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then drain and stop."""
+    server = GeneratorServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    _LOGGER.info("stopping: draining for up to %.1f s", config.grace_s)
+    await server.stop()
+    _LOGGER.info("stopped")

@@ -1,0 +1,134 @@
+"""The gRPC servicer: protobuf in, data plane calls, protobuf out. Nothing else."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from dcgan.service.dataplane import FLOAT32, PNG, UINT8, DataPlane, Images
+from dcgan.service.errors import InvalidInput
+from dcgan.service.latents import Latents, decode_packed, decode_values
+from dcgan.v1 import generator_pb2 as pb
+from dcgan.v1 import generator_pb2_grpc as pb_grpc
+
+_ENCODINGS: dict[int, str] = {
+    pb.ENCODING_UNSPECIFIED: UINT8,
+    pb.ENCODING_UINT8_HWC: UINT8,
+    pb.ENCODING_FLOAT32_CHW: FLOAT32,
+    pb.ENCODING_PNG: PNG,
+}
+_METHODS: dict[int, str] = {
+    pb.INTERPOLATION_METHOD_UNSPECIFIED: "linear",
+    pb.INTERPOLATION_METHOD_LINEAR: "linear",
+    pb.INTERPOLATION_METHOD_SLERP: "slerp",
+}
+
+
+def _encoding(value: int) -> str:
+    if value not in _ENCODINGS:
+        raise InvalidInput(f"unknown encoding {value}")
+    return _ENCODINGS[value]
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class GeneratorServicer(pb_grpc.GeneratorServicer):
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    def _latents(self, request: pb.GenerateRequest, limit: int) -> Latents:
+        nz = self.plane.spec.nz
+        which = request.WhichOneof("latents")
+        if which == "packed":
+            return decode_packed(request.packed, nz)
+        if which == "values":
+            return decode_values(request.values.values, nz)
+        if which == "seeded":
+            return self.plane.seeded(request.seeded.seed, request.seeded.count, limit)
+        raise InvalidInput("the request holds no latents: set packed, values or seeded")
+
+    def _endpoint(self, endpoint: pb.Endpoint, name: str) -> Latents:
+        which = endpoint.WhichOneof("latent")
+        if which == "packed":
+            return decode_packed(endpoint.packed, self.plane.spec.nz)
+        if which == "seed":
+            return self.plane.seeded(endpoint.seed, 1)
+        raise InvalidInput(f"the {name} of the walk is missing: set its packed latent or seed")
+
+    def _response(self, images: Images) -> pb.GenerateResponse:
+        spec = self.plane.spec
+        response = pb.GenerateResponse(
+            model_id=spec.model_id,
+            model_sha256=spec.sha256,
+            timing=pb.Timing(
+                queue_us=int(images.queue_s * 1e6), compute_us=int(images.compute_s * 1e6)
+            ),
+            offset=images.offset,
+        )
+        if images.pngs is not None:
+            response.shape.append(images.count)
+            response.dtype = PNG
+            response.png.extend(images.pngs)
+        elif images.array is not None:
+            response.shape.extend(images.array.shape)
+            response.dtype = images.encoding
+            response.data = images.array.tobytes()
+        return response
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        encoding = _encoding(request.encoding)
+        latents = self._latents(request, self.plane.limits.max_latents_per_request)
+        images = await self.plane.generate(latents, encoding, _deadline(context))
+        return self._response(images)
+
+    async def GenerateStream(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        encoding = _encoding(request.encoding)
+        latents = self._latents(request, self.plane.limits.max_stream_latents)
+        async for images in self.plane.generate_stream(latents, encoding, _deadline(context)):
+            yield self._response(images)
+
+    async def Interpolate(
+        self, request: pb.InterpolateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        encoding = _encoding(request.encoding)
+        if request.method not in _METHODS:
+            raise InvalidInput(f"unknown interpolation method {request.method}")
+        start = self._endpoint(request.start, "start")
+        end = self._endpoint(request.end, "end")
+        images = await self.plane.interpolate(
+            start, end, request.steps, _METHODS[request.method], encoding, _deadline(context)
+        )
+        return self._response(images)
+
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInfo:
+        spec, batching = self.plane.spec, self.plane.batching
+        assert self.plane.runtime is not None
+        return pb.ModelInfo(
+            nz=spec.nz,
+            channels=spec.channels,
+            image_size=spec.image_size,
+            output_min=spec.output_range[0],
+            output_max=spec.output_range[1],
+            model_id=spec.model_id,
+            model_sha256=spec.sha256,
+            opset=spec.opset,
+            execution_provider=self.plane.runtime.provider,
+            max_batch_size=batching.max_batch_size,
+            max_queue_delay_us=int(batching.max_queue_delay_s * 1e6),
+            max_queue_size=batching.max_queue_size,
+            instances=batching.instances,
+            max_latents_per_request=self.plane.limits.max_latents_per_request,
+            max_stream_latents=self.plane.limits.max_stream_latents,
+            source_step=-1 if spec.source_step is None else spec.source_step,
+        )

@@ -1,0 +1,238 @@
+"""The dynamic batcher on its own, with a plain function as the model it batches for."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dcgan.service.batcher import BatchingOptions, DynamicBatcher
+from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull, Unavailable
+from dcgan.service.metrics import ServiceMetrics
+
+KINDS = frozenset({"values"})
+
+
+class Model:
+    """Doubles its latents; records every batch; can be held mid-run and made to fail."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.fail_on: float | None = None  # a latent value that makes the run raise
+        self.short_by = 0  # return this many rows fewer than given
+
+    def __call__(self, latents: np.ndarray, kinds: frozenset[str]) -> dict[str, Any]:
+        self.batches.append(latents.copy())
+        self.release.wait(timeout=10)
+        if self.fail_on is not None and (latents == self.fail_on).any():
+            raise RuntimeError("boom")
+        return {"values": latents[: len(latents) - self.short_by] * 2}
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(batch) for batch in self.batches]
+
+
+def latents(value: float, count: int = 1) -> np.ndarray:
+    return np.full((count, 3), value, dtype=np.float32)
+
+
+def make(model: Model, **options: Any) -> tuple[DynamicBatcher, ServiceMetrics]:
+    metrics = ServiceMetrics()
+    return DynamicBatcher(model, BatchingOptions(**options), metrics), metrics
+
+
+def counter(metrics: ServiceMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.001)
+
+
+def test_a_lone_request_runs_at_once_and_a_full_queue_flushes_by_size() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher, metrics = make(model, max_batch_size=4, max_queue_delay_s=10.0)
+        model.release.clear()
+        first = asyncio.create_task(batcher.submit(latents(0), KINDS))
+        await until(lambda: len(model.batches) == 1)  # nothing was computing: ran at once
+        rest = [asyncio.create_task(batcher.submit(latents(i), KINDS)) for i in range(1, 9)]
+        await until(lambda: batcher.queued == 8)
+        model.release.set()
+        results = await asyncio.gather(first, *rest)
+        assert model.sizes == [1, 4, 4]
+        for i, result in enumerate(results):
+            np.testing.assert_array_equal(result.outputs["values"], latents(i) * 2)
+        assert counter(metrics, "dcgan_batch_flushes_total", reason="idle") == 1
+        assert counter(metrics, "dcgan_batch_flushes_total", reason="full") == 2
+        batcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_the_queue_delay_flushes_a_partial_batch_while_another_computes() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher, metrics = make(model, max_batch_size=8, max_queue_delay_s=0.05, instances=2)
+        model.release.clear()
+        blocker = asyncio.create_task(batcher.submit(latents(0), KINDS))
+        await until(lambda: len(model.batches) == 1)
+        begin = time.monotonic()
+        waiting = [asyncio.create_task(batcher.submit(latents(i), KINDS)) for i in (1, 2)]
+        await until(lambda: len(model.batches) == 2)
+        assert time.monotonic() - begin >= 0.045  # held for the delay, then flushed partial
+        assert model.sizes == [1, 2]
+        assert counter(metrics, "dcgan_batch_flushes_total", reason="timeout") == 1
+        model.release.set()
+        await asyncio.gather(blocker, *waiting)
+        batcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher, _ = make(model, max_batch_size=4)
+        values = np.arange(30, dtype=np.float32).reshape(10, 3)
+        result = await batcher.submit(values, KINDS)
+        assert model.sizes == [4, 4, 2]
+        np.testing.assert_array_equal(result.outputs["values"], values * 2)
+        assert result.compute_s > 0 and result.queue_s >= 0
+        batcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_requests_share_batches_and_each_gets_its_own_rows() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher, _ = make(model, max_batch_size=5)
+        model.release.clear()
+        blocker = asyncio.create_task(batcher.submit(latents(-1), KINDS))
+        await until(lambda: len(model.batches) == 1)
+        sizes = [3, 1, 4, 2]
+        tasks = [
+            asyncio.create_task(batcher.submit(latents(i, n), KINDS)) for i, n in enumerate(sizes)
+        ]
+        await until(lambda: batcher.queued == 10)
+        model.release.set()
+        results = await asyncio.gather(*tasks)
+        await blocker
+        assert model.sizes == [1, 5, 5]  # request 2 straddles two batches
+        for i, (n, result) in enumerate(zip(sizes, results, strict=True)):
+            np.testing.assert_array_equal(result.outputs["values"], latents(i, n) * 2)
+        batcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_an_expired_deadline_drops_the_latents_before_they_run() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher, metrics = make(model, max_batch_size=4)
+        model.release.clear()
+        blocker = asyncio.create_task(batcher.submit(latents(0), KINDS))
+        await until(lambda: len(model.batches) == 1)
+        late = asyncio.create_task(
+            batcher.submit(latents(7, 2), KINDS, deadline=time.monotonic() + 0.01)
+        )
+        await asyncio.sleep(0.05)
+        model.release.set()
+        with pytest.raises(DeadlineExceeded):
+            await late
+        await blocker
+        assert model.sizes == [1]  # the late latents never reached the model
+        assert counter(metrics, "dcgan_dropped_latents_total", reason="deadline") == 2
+        batcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_request_is_not_computed() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher, metrics = make(model, max_batch_size=4)
+        model.release.clear()
+        blocker = asyncio.create_task(batcher.submit(latents(0), KINDS))
+        await until(lambda: len(model.batches) == 1)
+        gone = asyncio.create_task(batcher.submit(latents(5, 3), KINDS))
+        kept = asyncio.create_task(batcher.submit(latents(6), KINDS))
+        await until(lambda: batcher.queued == 4)
+        gone.cancel()
+        model.release.set()
+        await asyncio.gather(blocker, kept)
+        assert model.sizes == [1, 1]
+        assert (model.batches[1] == 6).all()
+        assert counter(metrics, "dcgan_dropped_latents_total", reason="cancelled") == 3
+        batcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_an_error_fails_exactly_the_requests_of_its_batch() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher, _ = make(model, max_batch_size=2)
+        model.fail_on = 3.0
+        model.release.clear()
+        blocker = asyncio.create_task(batcher.submit(latents(0), KINDS))
+        await until(lambda: len(model.batches) == 1)
+        tasks = [asyncio.create_task(batcher.submit(latents(v), KINDS)) for v in (1, 2, 3, 4, 5)]
+        await until(lambda: batcher.queued == 5)
+        model.release.set()
+        results = await asyncio.gather(blocker, *tasks, return_exceptions=True)
+        assert model.sizes == [1, 2, 2, 1]  # batches [0] [1 2] [3 4] [5]
+        failed = [isinstance(result, ModelFailure) for result in results]
+        assert failed == [False, False, False, True, True, False]
+        batcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_model_returning_too_few_rows_fails_its_batch() -> None:
+    async def scenario() -> None:
+        model = Model()
+        model.short_by = 1
+        batcher, _ = make(model)
+        with pytest.raises(ModelFailure, match="returned 1 values for 2 latents"):
+            await batcher.submit(latents(1, 2), KINDS)
+        batcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_queue_refuses_and_a_drain_finishes_what_it_accepted() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher, _ = make(model, max_batch_size=4, max_queue_size=6)
+        model.release.clear()
+        blocker = asyncio.create_task(batcher.submit(latents(0), KINDS))
+        await until(lambda: len(model.batches) == 1)
+        accepted = asyncio.create_task(batcher.submit(latents(1, 5), KINDS))
+        await until(lambda: batcher.queued == 5)
+        with pytest.raises(QueueFull, match="limit of 6"):
+            await batcher.submit(latents(2, 2), KINDS)
+        drained = asyncio.create_task(batcher.drain())
+        await asyncio.sleep(0.01)
+        with pytest.raises(Unavailable, match="draining"):
+            await batcher.submit(latents(3), KINDS)
+        assert not drained.done()
+        model.release.set()
+        await drained
+        assert accepted.done() and blocker.done()
+        np.testing.assert_array_equal(accepted.result().outputs["values"], latents(1, 5) * 2)
+        batcher.shutdown()
+
+    asyncio.run(scenario())

@@ -1,0 +1,448 @@
+"""A real server on 127.0.0.1 with real onnxruntime sessions: answers, codes, health, metrics."""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from PIL import Image
+
+from dcgan.service.latents import seeded_latents
+from dcgan.v1 import generator_pb2 as pb
+from dcgan.v1 import generator_pb2_grpc as pb_grpc
+
+from .conftest import ServerThread, server_config
+
+NZ = 100
+
+
+def stub(target: str) -> pb_grpc.GeneratorStub:
+    return pb_grpc.GeneratorStub(grpc.insecure_channel(target))
+
+
+def direct(export_dir: Path, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The serving graph run straight through onnxruntime: the reference answers."""
+    session = ort.InferenceSession(
+        str(export_dir / "generator_serving.onnx"), providers=["CPUExecutionProvider"]
+    )
+    image, pixels = session.run(["image", "pixels"], {"z": latents})
+    return image, pixels
+
+
+def pixels_of(response: pb.GenerateResponse) -> np.ndarray:
+    assert response.dtype == "uint8"
+    return np.frombuffer(response.data, np.uint8).reshape(tuple(response.shape))
+
+
+def packed(latents: np.ndarray, encoding: int = pb.ENCODING_UNSPECIFIED) -> pb.GenerateRequest:
+    return pb.GenerateRequest(packed=latents.astype("<f4").tobytes(), encoding=encoding)
+
+
+def code_of(call: Any, request: Any, **kwargs: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as raised:
+        call(request, **kwargs)
+    return raised.value.code(), raised.value.details()
+
+
+def random_latents(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((count, NZ), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------ answers
+
+
+def test_generate_equals_onnxruntime_for_every_encoding(
+    server: ServerThread, export_dir: Path
+) -> None:
+    latents = random_latents(5)
+    image, pixels = direct(export_dir, latents)
+    generator = stub(server.target)
+    as_pixels = generator.Generate(packed(latents))
+    assert list(as_pixels.shape) == [5, 64, 64, 3]
+    np.testing.assert_array_equal(pixels_of(as_pixels), pixels)
+    as_values = generator.Generate(
+        pb.GenerateRequest(
+            values=pb.FloatValues(values=latents.ravel()), encoding=pb.ENCODING_FLOAT32_CHW
+        )
+    )
+    assert as_values.dtype == "float32" and list(as_values.shape) == [5, 3, 64, 64]
+    np.testing.assert_array_equal(np.frombuffer(as_values.data, "<f4").reshape(5, 3, 64, 64), image)
+    as_png = generator.Generate(packed(latents, pb.ENCODING_PNG))
+    assert as_png.dtype == "png" and len(as_png.png) == 5
+    decoded = np.stack([np.asarray(Image.open(io.BytesIO(data))) for data in as_png.png])
+    np.testing.assert_array_equal(decoded, pixels)
+    assert as_pixels.model_sha256 and as_pixels.model_id.startswith("dcgan-")
+    assert as_pixels.timing.compute_us > 0
+
+
+def test_an_image_alone_equals_the_same_latent_inside_a_batch_of_64(server: ServerThread) -> None:
+    latents = random_latents(64, seed=3)
+    generator = stub(server.target)
+    results: list[Any] = [None] * 64
+
+    def call(index: int) -> None:
+        results[index] = generator.Generate(packed(latents[index : index + 1]))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    together = pixels_of(generator.Generate(packed(latents)))
+    alone = np.concatenate([pixels_of(result) for result in results])
+    np.testing.assert_array_equal(alone, together)
+
+
+def independent_seeded(seed: int, count: int, nz: int) -> np.ndarray:
+    """The generator documented in generator.proto, written from its text in plain Python."""
+    mask = (1 << 64) - 1
+    gamma = 0x9E3779B97F4A7C15
+
+    def mix(x: int) -> int:
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    def uniform(j: int) -> float:
+        return ((mix((seed + (j + 1) * gamma) & mask) >> 11) + 1) / 2.0**53
+
+    values = []
+    for k in range(count * nz):
+        i = k // 2
+        r = math.sqrt(-2.0 * math.log(uniform(2 * i)))
+        t = 2.0 * math.pi * uniform(2 * i + 1)
+        values.append(r * math.cos(t) if k % 2 == 0 else r * math.sin(t))
+    return np.array(values, dtype=np.float32).reshape(count, nz)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**63 + 5])
+def test_seeded_latents_follow_the_documented_generator(seed: int) -> None:
+    np.testing.assert_array_equal(seeded_latents(seed, 3, NZ), independent_seeded(seed, 3, NZ))
+    np.testing.assert_array_equal(seeded_latents(seed, 1, 7), independent_seeded(seed, 3, 7)[:1])
+
+
+def test_seeds_are_reproducible_across_restarts(fresh_server: Any, export_dir: Path) -> None:
+    answers = []
+    for _ in range(2):
+        running = fresh_server()
+        answers.append(
+            pixels_of(
+                stub(running.target).Generate(
+                    pb.GenerateRequest(seeded=pb.SeededLatents(count=4, seed=42))
+                )
+            )
+        )
+        running.stop()
+    np.testing.assert_array_equal(answers[0], answers[1])
+    np.testing.assert_array_equal(answers[0], direct(export_dir, seeded_latents(42, 4, NZ))[1])
+
+
+def test_interpolation_ends_are_the_plain_generations(server: ServerThread) -> None:
+    generator = stub(server.target)
+    for method in (pb.INTERPOLATION_METHOD_LINEAR, pb.INTERPOLATION_METHOD_SLERP):
+        walk = generator.Interpolate(
+            pb.InterpolateRequest(
+                start=pb.Endpoint(seed=1), end=pb.Endpoint(seed=2), steps=7, method=method
+            )
+        )
+        images = pixels_of(walk)
+        assert images.shape[0] == 7
+        first = pixels_of(
+            generator.Generate(pb.GenerateRequest(seeded=pb.SeededLatents(count=1, seed=1)))
+        )
+        last = pixels_of(
+            generator.Generate(pb.GenerateRequest(seeded=pb.SeededLatents(count=1, seed=2)))
+        )
+        np.testing.assert_array_equal(images[0], first[0])
+        np.testing.assert_array_equal(images[-1], last[0])
+        assert not np.array_equal(images[3], images[0])
+    a, b = random_latents(2, seed=9)
+    walk = generator.Interpolate(
+        pb.InterpolateRequest(
+            start=pb.Endpoint(packed=a.tobytes()), end=pb.Endpoint(packed=b.tobytes()), steps=3,
+            encoding=pb.ENCODING_FLOAT32_CHW,
+        )
+    )  # fmt: skip
+    values = np.frombuffer(walk.data, "<f4").reshape(3, 3, 64, 64)
+    ends = np.frombuffer(
+        generator.Generate(packed(np.stack([a, b]), pb.ENCODING_FLOAT32_CHW)).data, "<f4"
+    )
+    np.testing.assert_array_equal(values[[0, 2]].ravel(), ends)
+
+
+def test_stream_chunks_reassemble_to_the_whole(server: ServerThread, export_dir: Path) -> None:
+    latents = random_latents(300, seed=5)
+    chunks = list(stub(server.target).GenerateStream(packed(latents)))
+    assert len(chunks) > 1 and [c.offset for c in chunks] == sorted(c.offset for c in chunks)
+    whole = np.concatenate([pixels_of(chunk) for chunk in chunks])
+    np.testing.assert_array_equal(whole, direct(export_dir, latents)[1])
+
+
+def test_model_info_says_what_is_served(server: ServerThread) -> None:
+    info = stub(server.target).GetModelInfo(pb.GetModelInfoRequest())
+    assert (info.nz, info.channels, info.image_size) == (100, 3, 64)
+    assert (info.output_min, info.output_max) == (-1.0, 1.0)
+    assert info.execution_provider == "CPUExecutionProvider"
+    assert info.opset == 18 and info.max_batch_size == 64 and info.source_step == 12
+    assert len(info.model_sha256) == 64
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+BAD_REQUESTS = [
+    ("wrong length", pb.GenerateRequest(packed=b"\x00" * 12), "not a multiple of nz * 4 = 400"),
+    (
+        "values wrong length",
+        pb.GenerateRequest(values=pb.FloatValues(values=[1.0] * 150)),
+        "not a multiple of nz",
+    ),
+    ("nan", packed(np.full((1, NZ), np.nan, np.float32)), "latent 0 holds NaN or infinity"),
+    (
+        "infinity",
+        packed(np.concatenate([random_latents(1), np.full((1, NZ), np.inf, np.float32)])),
+        "latent 1 holds NaN",
+    ),
+    (
+        "count 0",
+        pb.GenerateRequest(seeded=pb.SeededLatents(count=0, seed=1)),
+        "count must be between 1 and 256",
+    ),
+    ("count too big", pb.GenerateRequest(seeded=pb.SeededLatents(count=257, seed=1)), "not 257"),
+    ("too many latents", packed(random_latents(300)), "300 latents requested; at most 256"),
+    ("no latents", pb.GenerateRequest(), "holds no latents"),
+    ("empty packed", pb.GenerateRequest(packed=b""), "holds no latents"),
+    (
+        "unknown encoding",
+        pb.GenerateRequest(seeded=pb.SeededLatents(count=1), encoding=42),
+        "unknown encoding 42",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "request_", "detail"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
+def test_bad_generate_requests_get_invalid_argument(
+    server: ServerThread, name: str, request_: Any, detail: str
+) -> None:
+    code, message = code_of(stub(server.target).Generate, request_)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert detail in message
+
+
+BAD_WALKS = [
+    (
+        "one step",
+        pb.InterpolateRequest(start=pb.Endpoint(seed=1), end=pb.Endpoint(seed=2), steps=1),
+        "steps must be between 2",
+    ),
+    (
+        "no steps",
+        pb.InterpolateRequest(start=pb.Endpoint(seed=1), end=pb.Endpoint(seed=2)),
+        "not 0",
+    ),
+    (
+        "too many steps",
+        pb.InterpolateRequest(start=pb.Endpoint(seed=1), end=pb.Endpoint(seed=2), steps=10_000),
+        "not 10000",
+    ),
+    (
+        "no start",
+        pb.InterpolateRequest(end=pb.Endpoint(seed=2), steps=3),
+        "the start of the walk is missing",
+    ),
+    (
+        "short latent",
+        pb.InterpolateRequest(
+            start=pb.Endpoint(packed=b"\x00" * 8), end=pb.Endpoint(seed=2), steps=3
+        ),
+        "not a multiple of nz * 4",
+    ),
+    (
+        "two latents",
+        pb.InterpolateRequest(
+            start=pb.Endpoint(seed=2), end=pb.Endpoint(packed=b"\x00" * 800), steps=3
+        ),
+        "the end latent must hold nz = 100",
+    ),
+    (
+        "bad method",
+        pb.InterpolateRequest(
+            start=pb.Endpoint(seed=1), end=pb.Endpoint(seed=2), steps=3, method=9
+        ),
+        "unknown interpolation method 9",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "request_", "detail"), BAD_WALKS, ids=[b[0] for b in BAD_WALKS])
+def test_bad_walks_get_invalid_argument(
+    server: ServerThread, name: str, request_: Any, detail: str
+) -> None:
+    code, message = code_of(stub(server.target).Interpolate, request_)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert detail in message
+
+
+def test_undecodable_bytes_get_invalid_argument(server: ServerThread) -> None:
+    channel = grpc.insecure_channel(server.target)
+    raw = channel.unary_unary("/dcgan.v1.Generator/Generate")
+    code, message = code_of(raw, b"\xff\xff\xff\xff not protobuf")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid message" in message
+
+
+def test_a_message_too_large_is_resource_exhausted(fresh_server: Any) -> None:
+    running = fresh_server(max_message_bytes=10_000)
+    code, _ = code_of(stub(running.target).Generate, packed(random_latents(30)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_full_queue_is_resource_exhausted_and_the_server_recovers(fresh_server: Any) -> None:
+    from dcgan.service.batcher import BatchingOptions
+
+    running = fresh_server(batching=BatchingOptions(max_batch_size=8, max_queue_size=16))
+    generator = stub(running.target)
+    futures = [generator.Generate.future(packed(random_latents(16, seed=i))) for i in range(8)]
+    codes = []
+    for future in futures:
+        try:
+            future.result()
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as error:
+            codes.append(error.code())
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes and grpc.StatusCode.OK in codes
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert pixels_of(generator.Generate(packed(random_latents(2)))).shape[0] == 2
+
+
+def test_a_passed_deadline_is_deadline_exceeded(server: ServerThread) -> None:
+    generator = stub(server.target)
+    busy = [generator.Generate.future(packed(random_latents(256, seed=i))) for i in range(4)]
+    code, _ = code_of(generator.Generate, packed(random_latents(1)), timeout=0.005)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    for future in busy:
+        future.result()
+
+
+def test_the_server_survives_every_bad_request(server: ServerThread) -> None:
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.target))
+    assert (
+        health.Check(health_pb2.HealthCheckRequest()).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
+    assert pixels_of(stub(server.target).Generate(packed(random_latents(1)))).shape == (
+        1,
+        64,
+        64,
+        3,
+    )
+
+
+# ------------------------------------------------------------------------------ lifecycle
+
+
+def health_status(target: str, service: str = "") -> int:
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(target))
+    return health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def test_health_is_not_serving_until_the_model_is_warm(export_dir: Path) -> None:
+    thread = ServerThread(server_config(export_dir), start=False)
+    try:
+        thread.call(thread.server.open())
+        assert health_status(thread.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert (
+            health_status(thread.target, "dcgan.v1.Generator")
+            == health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        code, detail = code_of(stub(thread.target).Generate, packed(random_latents(1)))
+        assert code == grpc.StatusCode.UNAVAILABLE and "loading" in detail
+        thread.call(thread.server.load_model())
+        assert health_status(thread.target) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        thread.stop()
+
+
+def test_reflection_lists_the_services(server: ServerThread) -> None:
+    database = ProtoReflectionDescriptorDatabase(grpc.insecure_channel(server.target))
+    services = set(database.get_services())
+    assert {"dcgan.v1.Generator", "grpc.health.v1.Health"} <= services
+    service = descriptor_pool.DescriptorPool(database).FindServiceByName("dcgan.v1.Generator")
+    assert [method.name for method in service.methods] == [
+        "Generate",
+        "GenerateStream",
+        "Interpolate",
+        "GetModelInfo",
+    ]
+
+
+def test_graceful_stop_finishes_accepted_work_and_refuses_the_rest(fresh_server: Any) -> None:
+    running = fresh_server(grace_s=20.0)
+    generator = stub(running.target)
+    in_flight = [generator.Generate.future(packed(random_latents(256, seed=i))) for i in range(6)]
+    time.sleep(0.05)
+    stopping = threading.Thread(target=running.stop)
+    stopping.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if health_status(running.target) == health_pb2.HealthCheckResponse.NOT_SERVING:
+                break
+        except grpc.RpcError:
+            break
+        time.sleep(0.005)
+    try:
+        generator.Generate(packed(random_latents(1)), timeout=5)
+        refused = None
+    except grpc.RpcError as error:
+        refused = error.code()
+    assert refused == grpc.StatusCode.UNAVAILABLE
+    for future in in_flight:
+        assert pixels_of(future.result()).shape == (256, 64, 64, 3)
+    stopping.join(30)
+    assert not stopping.is_alive()
+
+
+def test_metrics_count_requests_batches_and_drops(fresh_server: Any) -> None:
+    running = fresh_server(metrics_port=0)
+    assert running.server.metrics_port == 0  # 0 means off
+    running = fresh_server(metrics_port=_free_port())
+    generator = stub(running.target)
+    for count in (1, 3, 70):
+        generator.Generate(packed(random_latents(count)))
+    code_of(generator.Generate, pb.GenerateRequest(packed=b"\x00"))
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{running.server.metrics_port}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
+    assert 'dcgan_requests_total{code="OK",method="Generate"} 3.0' in text
+    assert 'dcgan_requests_total{code="INVALID_ARGUMENT",method="Generate"} 1.0' in text
+    assert "dcgan_images_generated_total 74.0" in text
+    assert 'dcgan_batch_flushes_total{reason="idle"}' in text
+    assert "dcgan_batch_size_count" in text and "dcgan_queue_wait_seconds_count" in text
+    assert "dcgan_compute_seconds_bucket" in text and "dcgan_queue_depth 0.0" in text
+    assert 'dcgan_dropped_latents_total{reason="deadline"} 0.0' in text
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
