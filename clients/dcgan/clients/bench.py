@@ -258,3 +258,7 @@ def main(
     typer.echo(format_table(spec, results))
     if json_out is not None:
         json_out.write_text(json.dumps(report(spec, results), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    app()

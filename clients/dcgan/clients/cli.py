@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,11 @@ import typer
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 
 TARGET_HELP = "host:port, or dns:///name:port to spread calls over every replica."
+
+
+class Method(StrEnum):
+    linear = "linear"
+    slerp = "slerp"
 
 
 @app.callback()
@@ -117,7 +123,7 @@ def interpolate(
     start: Annotated[int, typer.Option(min=0, help="Seed of the first latent.")] = 1,
     end: Annotated[int, typer.Option(min=0, help="Seed of the last latent.")] = 2,
     steps: Annotated[int, typer.Option(min=2, help="Images in the walk, both ends included.")] = 10,
-    method: Annotated[str, typer.Option(help="linear or slerp.")] = "slerp",
+    method: Annotated[Method, typer.Option(help="Straight line, or great circle.")] = Method.slerp,
     out: Annotated[Path, typer.Option(help="A strip PNG, or an animated GIF (.gif).")] = Path(
         "walk.png"
     ),
@@ -126,7 +132,7 @@ def interpolate(
     from dcgan.clients.codec import to_pil
 
     with _client(context) as client:
-        images = to_pil(client.interpolate(start, end, steps, method))
+        images = to_pil(client.interpolate(start, end, steps, method.value))
     if out.suffix.lower() == ".gif":
         frames = images + images[-2:0:-1]  # there and back again
         frames[0].save(out, save_all=True, append_images=frames[1:], duration=120, loop=0)
@@ -150,3 +156,7 @@ def health(context: typer.Context) -> None:
     typer.echo(status)
     if status != "SERVING":
         raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

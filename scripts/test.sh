@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: set up .venv with the dev tools, lint, type-check, run the whole suite.
+# Extra arguments go to pytest, e.g. bash scripts/test.sh -m "not slow" tests/service
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh --dev
+
+ruff check .
+ruff format --check .
+mypy -p dcgan.train -p dcgan.export -p dcgan.service -p dcgan.clients
+python -m pytest "$@"
