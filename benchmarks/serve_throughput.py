@@ -6,7 +6,7 @@ server in its own process, loaded by dcgan-bench in another process. Scenarios o
   - concurrency 8, 64 latents per request: images/s vs the raw session at batch 64;
   - concurrency 1, one latent: p50 latency minus the raw session's single-image p50;
   - time from process start to SERVING.
-Usage: python benchmarks/serve_throughput.py --model-dir EXPORT_DIR [--duration-s 10] [--json out.json]
+Usage: python benchmarks/serve_throughput.py --model-dir DIR [--json out.json] [-- SERVE_FLAGS]
 """
 
 from __future__ import annotations
@@ -93,9 +93,9 @@ def bench(target: str, concurrency: int, latents: int, duration_s: float) -> dic
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "bench.json"
         command = [
-            shutil.which("dcgan-bench") or "dcgan-bench", "--target", target, "-c", str(concurrency),
-            "--latents", str(latents), "--duration-s", str(duration_s), "--warmup-s", "2",
-            "--json", str(out),
+            shutil.which("dcgan-bench") or "dcgan-bench", "--target", target,
+            "-c", str(concurrency), "--latents", str(latents),
+            "--duration-s", str(duration_s), "--warmup-s", "2", "--json", str(out),
         ]  # fmt: skip
         subprocess.run(command, check=True, capture_output=True)
         level: dict[str, Any] = json.loads(out.read_text())["levels"][0]
@@ -129,7 +129,7 @@ def wait_ready(target: str, process: subprocess.Popen[bytes]) -> None:
 
 def table(raw: dict[int, dict[str, float]], servers: dict[str, dict[str, Any]]) -> str:
     lines = [
-        f"raw onnxruntime session: "
+        "raw onnxruntime session: "
         + ", ".join(
             f"batch {b}: {r['images_per_s']:.0f} img/s, p50 {r['p50_ms']:.3f} ms"
             for b, r in raw.items()
@@ -167,8 +167,10 @@ def main() -> None:
     raw = measure_raw(args.model_dir, args.raw_s)
     servers = {}
     port = free_port()
-    serve = [shutil.which("dcgan-serve") or "dcgan-serve", "--model-dir", str(args.model_dir), "--port", str(port),
-             "--metrics-port", "0", "--host", "127.0.0.1", *args.serve_args]  # fmt: skip
+    serve = [
+        shutil.which("dcgan-serve") or "dcgan-serve", "--model-dir", str(args.model_dir),
+        "--port", str(port), "--metrics-port", "0", "--host", "127.0.0.1", *args.serve_args,
+    ]  # fmt: skip
     servers["dcgan-serve"] = run_server("dcgan-serve", serve, port, args.duration_s)
     port = free_port()
     plain = [sys.executable, str(HERE / "plain_server.py"), str(args.model_dir), str(port)]

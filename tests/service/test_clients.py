@@ -131,8 +131,8 @@ def test_client_cli_reports_server_errors_in_one_line(server: ServerThread, tmp_
 def test_bench_measures_and_writes_json(server: ServerThread, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "dcgan.clients.bench", "--target", server.target, "-c", "1", "-c", "4",
-         "--rate", "50", "--duration-s", "0.5", "--warmup-s", "0.1", "--json", str(out)],
+        [sys.executable, "-m", "dcgan.clients.bench", "--target", server.target, "-c", "1",
+         "-c", "4", "--rate", "50", "--duration-s", "0.5", "--warmup-s", "0.1", "--json", str(out)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
