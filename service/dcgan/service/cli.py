@@ -16,6 +16,8 @@ MODEL = "Model"
 BATCH = "Batching"
 LIMITS = "Limits"
 NET = "Network"
+SECURITY = "Security"
+SECURITY = "Security"
 
 
 class Device(StrEnum):
@@ -167,6 +169,42 @@ def main(
             rich_help_panel=NET,
         ),
     ] = 10.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="DCGAN_TLS_CERT",
+            help="PEM certificate chain: serve over TLS.",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="DCGAN_TLS_KEY", help="PEM private key of --tls-cert.", rich_help_panel=SECURITY
+        ),
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="DCGAN_TLS_CLIENT_CA",
+            help="PEM CA: require client certificates (mutual TLS).",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="DCGAN_TOKEN_FILE",
+            help="Require this bearer token (health checks stay open).",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DCGAN_TOKEN", hidden=True, help="The bearer token itself (prefer --token-file)."
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option(envvar="DCGAN_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -183,6 +221,14 @@ def main(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        required_token = token_file.read_text().strip() if token_file else token
+    except OSError as error:
+        typer.echo(f"error: cannot read the token file {token_file}: {error.strerror}", err=True)
+        raise typer.Exit(1) from None
+    if required_token == "":
+        typer.echo("error: the bearer token is empty", err=True)
+        raise typer.Exit(1)
     config = ServerConfig(
         model_dir=model_dir,
         host=host,
@@ -197,12 +243,21 @@ def main(
         max_concurrent_rpcs=max_concurrent_rpcs or None,
         grace_s=grace_s,
         reuse_port=reuse_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        token=required_token,
     )
     try:
         asyncio.run(serve(config))
     except ModelLoadError as error:
         typer.echo(f"error: cannot serve {model_dir}: {error}", err=True)
         raise typer.Exit(1) from None
-    except OSError as error:  # the metrics port taken, and the like
-        typer.echo(f"error: {error.strerror or error}", err=True)
+    except (OSError, ValueError, RuntimeError) as error:  # unreadable TLS files, a port taken
+        detail = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) else str(error)
+        typer.echo(f"error: {detail}", err=True)
         raise typer.Exit(1) from None
+
+
+if __name__ == "__main__":
+    app()

@@ -24,3 +24,7 @@ class DeadlineExceeded(ServiceError):
 
 class ModelFailure(ServiceError):
     """The model run failed; every request of that batch gets this error."""
+
+
+class Unauthenticated(ServiceError):
+    """A call without the bearer token the server was started with."""

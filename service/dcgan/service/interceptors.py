@@ -3,11 +3,13 @@
 Every RPC of the Generator service passes through `StatusMapping`, which also counts requests by
 method and code. An undecodable request message becomes INVALID_ARGUMENT (grpc's own answer would
 be INTERNAL); anything unexpected becomes INTERNAL with no traceback sent to the caller.
+`BearerToken` refuses every call but health checks that lacks the server's token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -20,6 +22,7 @@ from dcgan.service.errors import (
     ModelFailure,
     QueueFull,
     ServiceError,
+    Unauthenticated,
     Unavailable,
 )
 from dcgan.service.metrics import ServiceMetrics
@@ -32,8 +35,10 @@ STATUS_OF: dict[type[ServiceError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     ModelFailure: grpc.StatusCode.INTERNAL,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }
 SERVICE_PREFIX = "/dcgan.v1.Generator/"
+OPEN_PREFIX = "/grpc.health.v1.Health/"  # load balancers and orchestrators probe without a token
 
 
 class _Undecodable:
@@ -136,3 +141,47 @@ class StatusMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self._metrics.requests.labels(name, grpc.StatusCode.OK.name).inc()
 
         return handle
+
+
+class BearerToken(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every call but health checks must carry `authorization: Bearer <token>`."""
+
+    def __init__(self, token: str, metrics: ServiceMetrics) -> None:
+        self._expected = f"Bearer {token}".encode()
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if (
+            handler is None
+            or details.method.startswith(OPEN_PREFIX)
+            or self._carries_token(details)
+        ):
+            return handler
+        name = details.method.removeprefix(SERVICE_PREFIX)
+        code, detail = status_of(
+            Unauthenticated("this server needs a bearer token; it was missing or wrong")
+        )
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+            self._metrics.requests.labels(name, code.name).inc()
+            await context.abort(code, detail)
+
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(refuse)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(refuse)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(refuse)
+        return grpc.stream_stream_rpc_method_handler(refuse)
+
+    def _carries_token(self, details: grpc.HandlerCallDetails) -> bool:
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else value
+                return hmac.compare_digest(given, self._expected)
+        return False

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from dcgan.service.batcher import BatchingOptions, DynamicBatcher
 from dcgan.service.dataplane import DataPlane, RequestLimits
-from dcgan.service.interceptors import StatusMapping
+from dcgan.service.interceptors import BearerToken, StatusMapping
 from dcgan.service.metrics import ServiceMetrics
 from dcgan.service.runtime import ModelRuntime, RuntimeOptions
 from dcgan.service.servicer import GeneratorServicer
@@ -46,6 +46,10 @@ class ServerConfig:
     max_concurrent_rpcs: int | None = None  # more are refused with RESOURCE_EXHAUSTED
     grace_s: float = 10.0  # how long a stop may take
     reuse_port: bool = False  # share the port with other processes (SO_REUSEPORT)
+    tls_cert: Path | None = None  # PEM certificate chain: serve TLS
+    tls_key: Path | None = None  # its PEM private key
+    tls_client_ca: Path | None = None  # PEM CA: require client certificates it signed (mutual TLS)
+    token: str | None = None  # require "authorization: Bearer <token>" on all but health checks
 
 
 class GeneratorServer:
@@ -75,7 +79,12 @@ class GeneratorServer:
         self._runtime = ModelRuntime(self.config.model_dir, self.config.runtime)  # manifest, sha256
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._server = self._build()
-        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        address = f"{self.config.host}:{self.config.port}"
+        credentials = self._tls()
+        if credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, credentials)
         await self._server.start()
         if self.config.metrics_port:
             self._metrics_http = self.metrics.serve_http(self.config.host, self.config.metrics_port)
@@ -95,14 +104,32 @@ class GeneratorServer:
             spec.model_id, self.config.host, self.port, runtime.provider, self.started_serving_s,
         )  # fmt: skip
 
+    def _tls(self) -> grpc.ServerCredentials | None:
+        config = self.config
+        if config.tls_cert is None and config.tls_key is None:
+            if config.tls_client_ca is not None:
+                raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+            return None
+        if config.tls_cert is None or config.tls_key is None:
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+        return grpc.ssl_server_credentials(
+            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+
     def _build(self) -> grpc.aio.Server:
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
         ]
+        interceptors: list[grpc.aio.ServerInterceptor] = [StatusMapping(self.metrics)]
+        if self.config.token:
+            interceptors.insert(0, BearerToken(self.config.token, self.metrics))
         server = grpc.aio.server(
-            interceptors=[StatusMapping(self.metrics)],
+            interceptors=interceptors,
             options=options,
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
