@@ -67,7 +67,7 @@ def _write(
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all CA-signed."""
+    """A CA, and a server (127.0.0.1, localhost) and a client certificate that it signed."""
     directory = tmp_path_factory.mktemp("pki")
     ca_key = ec.generate_private_key(ec.SECP256R1())
     _write(directory, "ca", ca_key, _certificate("test-ca", ca_key, None, ca=True))
@@ -97,9 +97,9 @@ def test_mutual_tls_refuses_clients_without_a_certificate(fresh_server: Any, pki
     with GeneratorClient(running.target, tls=mutual) as client:
         assert client.health() == "SERVING"
         assert client.generate(n=2, seed=1).shape[0] == 2
-    with GeneratorClient(running.target, timeout=3, tls=credentials(pki / "ca.crt")) as anonymous:
-        with pytest.raises(grpc.RpcError) as raised:
-            anonymous.generate(n=1, seed=1)
+    anonymous = GeneratorClient(running.target, timeout=3, tls=credentials(pki / "ca.crt"))
+    with anonymous, pytest.raises(grpc.RpcError) as raised:
+        anonymous.generate(n=1, seed=1)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
@@ -151,8 +151,8 @@ def test_client_cli_sends_the_token_from_a_file(fresh_server: Any, tmp_path: Pat
 
 def test_serve_refuses_bad_security_settings(export_dir: Path, tmp_path: Path, pki: Path) -> None:
     def serve(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "dcgan.service.cli", "--model-dir", str(export_dir), "--port", "0",
-                   "--metrics-port", "0", "--host", "127.0.0.1", *args]  # fmt: skip
+        command = [sys.executable, "-m", "dcgan.service.cli", "--model-dir", str(export_dir),
+                   "--port", "0", "--metrics-port", "0", "--host", "127.0.0.1", *args]  # fmt: skip
         return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
     missing = serve("--tls-cert", str(tmp_path / "nope.crt"), "--tls-key", str(pki / "server.key"))
