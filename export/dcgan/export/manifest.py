@@ -93,7 +93,9 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format") != FORMAT:
-            raise ManifestError(f"not a dcgan-serving export manifest (format {data.get('format')!r})")
+            raise ManifestError(
+                f"not a dcgan-serving export manifest (format {data.get('format')!r})"
+            )
         if data.get("version") != VERSION:
             raise ManifestError(
                 f"manifest version {data.get('version')!r} is not supported (expected {VERSION})"
@@ -112,6 +114,30 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ManifestError(f"malformed manifest: {error!r}") from None
+
+
+def onnx_metadata(
+    model: ModelInfo, onnx: OnnxInterface, source: Source, version: str, kind: str
+) -> dict[str, str]:
+    """The manifest's key facts as an ONNX graph's `metadata_props`, so the graph describes itself.
+
+    onnxruntime reads them back as `session.get_modelmeta().custom_metadata_map`.
+    """
+    return {
+        "dcgan_serving_version": version,
+        "artifact_kind": kind,
+        "nz": str(model.nz),
+        "ngf": str(model.ngf),
+        "channels": str(model.channels),
+        "image_size": str(model.image_size),
+        "output_range": json.dumps(list(model.output_range)),
+        "opset": str(onnx.opset),
+        "input": onnx.input,
+        "batch_dim": onnx.batch_dim,
+        "source_kind": source.kind,
+        "source_sha256": source.sha256,
+        "source_step": "" if source.step is None else str(source.step),
+    }
 
 
 def file_sha256(path: Path) -> str:
