@@ -1,0 +1,5 @@
+"""`python -m dcgan.export`, the same as `dcgan-export`."""
+
+from dcgan.export.cli import app
+
+app()

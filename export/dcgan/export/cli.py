@@ -1,0 +1,117 @@
+"""`dcgan-export`: parse the command line and hand off to `dcgan.export.export.export_generator`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from dcgan.export.manifest import Manifest
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+SHAPE = "Shape of a bare state_dict (ours carry theirs)"
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def main(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="Our checkpoint, a run directory (its latest), or a generator state_dict (.pth)."
+        ),
+    ],
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Write generator.onnx and generator_serving.onnx.")
+    ] = False,
+    torchscript: Annotated[
+        bool, typer.Option("--torchscript", help="Write generator.ts and generator.pt2.")
+    ] = False,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Also write generator_fp16.onnx (float32 in and out).")
+    ] = False,
+    out: Annotated[
+        Path, typer.Option(help="EXPORT_DIR: created, or replaced with --force.")
+    ] = Path("exports/dcgan"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an EXPORT_DIR that holds other files.")
+    ] = False,
+    nz: Annotated[
+        int | None, typer.Option(help="Latent size. [default: 100]", rich_help_panel=SHAPE)
+    ] = None,
+    ngf: Annotated[
+        int | None, typer.Option(help="Generator width. [default: 64]", rich_help_panel=SHAPE)
+    ] = None,
+    channels: Annotated[
+        int | None, typer.Option(help="1 or 3. [default: 3]", rich_help_panel=SHAPE)
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="32, 64 or 128. [default: 64]", rich_help_panel=SHAPE)
+    ] = None,
+) -> None:
+    """Export a DCGAN generator to ONNX and TorchScript, and prove every artifact's parity.
+
+    Both formats when neither --onnx nor --torchscript is given. Nothing is installed into
+    EXPORT_DIR unless every parity check passes.
+    Exit codes: 0 done, 1 bad input, 2 bad options, 3 a parity check failed.
+
+    Example: dcgan-export runs/mnist --out exports/mnist
+    """
+    from dcgan.export.export import ExportError, artifact_kinds, export_generator
+    from dcgan.export.manifest import ONNX, TORCHSCRIPT
+    from dcgan.export.parity import ParityError
+    from dcgan.export.sources import SourceError
+
+    formats = [kind for kind, wanted in ((ONNX, onnx), (TORCHSCRIPT, torchscript)) if wanted] or [
+        ONNX,
+        TORCHSCRIPT,
+    ]
+    try:
+        artifact_kinds(formats, fp16)
+    except ValueError as error:
+        raise fail(str(error), 2) from None
+    shape = {"nz": nz, "ngf": ngf, "channels": channels, "image_size": image_size}
+    try:
+        manifest = export_generator(checkpoint, out, formats, fp16=fp16, force=force, shape=shape)
+    except (SourceError, ExportError) as error:
+        raise fail(str(error), 1) from None
+    except ParityError as error:
+        raise fail(f"parity failed, nothing installed: {error}", 3) from None
+    except OSError as error:
+        raise fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), 1) from None
+    typer.echo(summary(manifest, out))
+
+
+def summary(manifest: Manifest, out: Path) -> str:
+    """What was exported, from what, and how each artifact fared against eager."""
+    model, source = manifest.model, manifest.source
+    origin = f"step {source.step}" if source.step is not None else "a bare state_dict"
+    ran = [record for record in manifest.parity if record["passed"] is not None]
+    worst: dict[str, float] = {}
+    for record in ran:
+        if "max_abs_error" in record and "differing_pixels" not in record:
+            key = f"{record['artifact']} on {record['runtime']}"
+            worst[key] = max(worst.get(key, 0.0), record["max_abs_error"])
+    batch_sizes = sorted({record["batch_size"] for record in ran if "batch_size" in record})
+    notes = dict.fromkeys(record["note"] for record in ran if "note" in record)
+    skipped = dict.fromkeys(
+        record["skipped"] for record in manifest.parity if record["passed"] is None
+    )
+    return "\n".join(
+        [
+            f"exported {', '.join(manifest.artifacts)} and manifest.json to {out}",
+            f"  generator: nz={model.nz}, {model.channels}x{model.image_size}x{model.image_size} "
+            f"in [-1, 1], from {origin} (sha256 {source.sha256[:12]})",
+            f"  parity: {len(ran)} checks passed, batch sizes {', '.join(map(str, batch_sizes))}",
+            *(f"    {name}: max abs error {error:.2g}" for name, error in worst.items()),
+            *(f"  note: {note}" for note in notes),
+            *(f"  not checked: CUDA ({reason})" for reason in skipped),
+        ]
+    )

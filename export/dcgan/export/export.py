@@ -1,0 +1,300 @@
+"""Export a generator to ONNX, TorchScript and torch.export, prove parity, then install.
+
+Everything is written to a temporary directory beside EXPORT_DIR and checked there; only an
+export that passed every parity check is renamed into place, so EXPORT_DIR never holds a
+half-written or unproven artifact, and an existing one is replaced (--force) only on success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import secrets
+import shutil
+import warnings
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import helper, numpy_helper
+
+from dcgan.export.inference import Float16Generator, fold_batchnorm
+from dcgan.export.manifest import (
+    ARTIFACT_FILES,
+    MANIFEST,
+    ONNX,
+    ONNX_FP16,
+    ONNX_SERVING,
+    TORCH_EXPORT,
+    TORCHSCRIPT,
+    Manifest,
+    ModelInfo,
+    OnnxInterface,
+    artifact_record,
+    onnx_metadata,
+)
+from dcgan.export.parity import BATCH_SIZES, ParityError, failures, run_parity
+from dcgan.export.sources import LoadedGenerator, load_generator, resolve_source
+
+OPSET = 18  # pinned: the serving image's onnxruntime must implement it
+FORMATS = (ONNX, TORCHSCRIPT)  # --onnx: the ONNX graphs; --torchscript: TorchScript and .pt2
+
+
+class ExportError(Exception):
+    """EXPORT_DIR cannot be used: it holds other files, or cannot be written."""
+
+
+def artifact_kinds(formats: Collection[str], fp16: bool) -> list[str]:
+    """The artifacts that `formats` (ONNX, TORCHSCRIPT) and --fp16 ask for, in writing order."""
+    if fp16 and ONNX not in formats:
+        raise ValueError("--fp16 is an ONNX variant: it needs --onnx")
+    kinds = [ONNX, ONNX_SERVING, *([ONNX_FP16] if fp16 else [])] if ONNX in formats else []
+    return kinds + ([TORCHSCRIPT, TORCH_EXPORT] if TORCHSCRIPT in formats else [])
+
+
+def export_generator(
+    source: Path,
+    out_dir: Path,
+    formats: Collection[str] = FORMATS,
+    *,
+    fp16: bool = False,
+    force: bool = False,
+    shape: dict[str, int | None] | None = None,
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+) -> Manifest:
+    """Export the generator in `source` into `out_dir`, with parity proved over `batch_sizes`.
+
+    Raises SourceError or ExportError for bad input, ParityError when a check fails; in every
+    case nothing is left behind and an existing `out_dir` is untouched.
+    """
+    kinds = artifact_kinds(formats, fp16)
+    out_dir = out_dir.resolve()
+    check_target(out_dir, source, force)
+    staging = make_staging_dir(out_dir)
+    try:
+        loaded = load_generator(source, shape)
+        manifest = write_artifacts(loaded, staging, kinds)
+        records = run_parity(loaded.generator, staging, manifest, batch_sizes)
+        failed = failures(records)
+        if failed:
+            raise ParityError(failed)
+        manifest = replace(manifest, parity=records)
+        (staging / MANIFEST).write_text(manifest.to_json())
+        install(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+def write_artifacts(loaded: LoadedGenerator, directory: Path, kinds: list[str]) -> Manifest:
+    """Write each artifact of `kinds` into `directory`; the manifest to be, with no parity yet."""
+    config = loaded.config
+    manifest = Manifest(
+        model=ModelInfo(
+            nz=config.nz, ngf=config.ngf, channels=config.channels, image_size=config.image_size
+        ),
+        onnx=OnnxInterface(opset=OPSET),
+        artifacts={},
+        source=loaded.source,
+        versions=library_versions(),
+        parity=[],
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    folded = fold_batchnorm(loaded.generator)
+    if ONNX in kinds:
+        graph = to_onnx(folded, manifest)
+        save_onnx(graph, directory / ARTIFACT_FILES[ONNX], manifest, ONNX)
+        save_onnx(
+            with_pixels(graph, manifest),
+            directory / ARTIFACT_FILES[ONNX_SERVING],
+            manifest,
+            ONNX_SERVING,
+        )
+    if ONNX_FP16 in kinds:
+        half = to_onnx(Float16Generator(folded), manifest)
+        save_onnx(half, directory / ARTIFACT_FILES[ONNX_FP16], manifest, ONNX_FP16)
+    example = torch.zeros(2, config.nz)
+    if TORCHSCRIPT in kinds:  # the eager module itself, BatchNorm and all: parity to 1e-6
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated for .pt2
+            traced = torch.jit.trace(loaded.generator, (example,))  # type: ignore[no-untyped-call]
+            torch.jit.save(traced, str(directory / ARTIFACT_FILES[TORCHSCRIPT]))
+    if TORCH_EXPORT in kinds:
+        batch = {"z": {0: torch.export.Dim(manifest.onnx.batch_dim)}}
+        program = torch.export.export(loaded.generator, (example,), dynamic_shapes=batch)
+        torch.export.save(program, directory / ARTIFACT_FILES[TORCH_EXPORT])
+    artifacts = {
+        ARTIFACT_FILES[kind]: artifact_record(directory / ARTIFACT_FILES[kind], kind)
+        for kind in kinds
+    }
+    return replace(manifest, artifacts=artifacts)
+
+
+def to_onnx(model: torch.nn.Module, manifest: Manifest) -> onnx.ModelProto:
+    """z float32 [batch, nz] -> image float32 [batch, C, H, W], batch symbolic, at OPSET."""
+    interface = manifest.onnx
+    program = torch.onnx.export(
+        model.eval(),
+        (torch.zeros(2, manifest.model.nz),),
+        dynamo=True,
+        external_data=False,
+        opset_version=OPSET,
+        input_names=[interface.input],
+        output_names=[interface.output],
+        dynamic_shapes={"z": {0: torch.export.Dim(interface.batch_dim)}},
+        verbose=False,
+    )
+    if program is None:  # only the legacy exporter returns nothing
+        raise RuntimeError("torch.onnx.export returned no program")
+    graph: onnx.ModelProto = program.model_proto
+    if any(node.op_type == "BatchNormalization" for node in graph.graph.node):
+        raise RuntimeError("the exported graph still holds a BatchNormalization node")
+    return graph
+
+
+def with_pixels(graph: onnx.ModelProto, manifest: Manifest) -> onnx.ModelProto:
+    """`graph` plus a second output: round((image + 1) * 127.5) clamped to 0..255, uint8 NHWC.
+
+    The same float graph, so `image` is unchanged; the server asks only for the output it needs.
+    """
+    interface, info = manifest.onnx, manifest.model
+    serving = onnx.ModelProto()
+    serving.CopyFrom(graph)
+    constants = {"pixels_one": 1.0, "pixels_scale": 127.5, "pixels_min": 0.0, "pixels_max": 255.0}
+    serving.graph.initializer.extend(
+        numpy_helper.from_array(np.array(value, dtype=np.float32), name)
+        for name, value in constants.items()
+    )
+    serving.graph.node.extend(
+        [
+            helper.make_node("Add", [interface.output, "pixels_one"], ["pixels_shifted"]),
+            helper.make_node("Mul", ["pixels_shifted", "pixels_scale"], ["pixels_scaled"]),
+            helper.make_node("Round", ["pixels_scaled"], ["pixels_rounded"]),  # half to even
+            helper.make_node(
+                "Clip", ["pixels_rounded", "pixels_min", "pixels_max"], ["pixels_clipped"]
+            ),
+            helper.make_node(
+                "Cast", ["pixels_clipped"], ["pixels_nchw"], to=onnx.TensorProto.UINT8
+            ),
+            helper.make_node(
+                "Transpose", ["pixels_nchw"], [interface.pixels_output], perm=[0, 2, 3, 1]
+            ),
+        ]
+    )
+    side = info.image_size
+    serving.graph.output.append(
+        helper.make_tensor_value_info(
+            interface.pixels_output,
+            onnx.TensorProto.UINT8,
+            [interface.batch_dim, side, side, info.channels],
+        )
+    )
+    return serving
+
+
+def save_onnx(graph: onnx.ModelProto, path: Path, manifest: Manifest, kind: str) -> None:
+    """One self-contained file (weights inside), stamped with the manifest's key facts."""
+    stamped = onnx.ModelProto()
+    stamped.CopyFrom(graph)
+    del stamped.metadata_props[:]
+    facts = onnx_metadata(
+        manifest.model, manifest.onnx, manifest.source, manifest.versions["dcgan-serving"], kind
+    )
+    helper.set_model_props(stamped, facts)
+    onnx.save_model(stamped, str(path), save_as_external_data=False)
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "dcgan-serving": metadata.version("dcgan-serving"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": metadata.version("onnxscript"),
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+    }
+
+
+# ----------------------------------------------------------------------------- the directory
+
+
+def check_target(out_dir: Path, source: Path, force: bool) -> None:
+    """Refuse, before any work, an EXPORT_DIR that holds other files (unless --force)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a directory")
+    entries = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
+    if not entries:
+        return
+    if not force:
+        names = ", ".join(entry.name for entry in entries[:3]) + (
+            ", ..." if len(entries) > 3 else ""
+        )
+        raise ExportError(
+            f"{out_dir} already exists and holds other files ({names}); pass --force to replace it"
+        )
+    if any(entry.is_dir() and not entry.is_symlink() for entry in entries):
+        raise ExportError(
+            f"{out_dir} holds subdirectories, so it is no export: not replacing it, --force or not"
+        )
+    if resolve_source(source).resolve().is_relative_to(out_dir):
+        raise ExportError(f"the checkpoint {source} lies inside {out_dir}: --force would delete it")
+
+
+def make_staging_dir(out_dir: Path) -> Path:
+    """A fresh hidden directory beside `out_dir`, on the same file system, so renames are atomic.
+
+    Made with mkdir rather than mkdtemp, whose mode 0700 would hide the export from a server
+    running as another user.
+    """
+    parent = out_dir.parent
+    if parent.exists() and not parent.is_dir():
+        raise ExportError(f"cannot write to {out_dir}: {parent} is not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            staging = parent / f".{out_dir.name}.{secrets.token_hex(4)}.tmp"
+            with contextlib.suppress(FileExistsError):
+                staging.mkdir()
+                return staging
+    except OSError as error:
+        raise ExportError(f"cannot write to {out_dir}: {error.strerror or error}") from None
+
+
+def install(staging: Path, out_dir: Path) -> None:
+    """Make `staging` durable, then rename it to `out_dir`, moving any old one aside until done."""
+    for path in staging.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync(staging)
+    old = staging.with_name(staging.name + ".old") if out_dir.exists() else None
+    if old is not None:
+        os.rename(out_dir, old)
+    try:
+        os.rename(staging, out_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out_dir)
+        raise
+    _fsync(out_dir.parent)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _fsync(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
