@@ -446,3 +446,19 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_an_answer_too_large_for_one_message_is_refused_before_computing(
+    server: ServerThread,
+) -> None:
+    generator = stub(server.target)
+    request = pb.GenerateRequest(
+        seeded=pb.SeededLatents(count=100, seed=1), encoding=pb.ENCODING_FLOAT32_CHW
+    )
+    code, detail = code_of(generator.Generate, request)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "ask for at most 85, or use GenerateStream" in detail
+    chunks = list(generator.GenerateStream(request))
+    assert sum(chunk.shape[0] for chunk in chunks) == 100
+    info = generator.GetModelInfo(pb.GetModelInfoRequest())
+    assert info.max_response_bytes == 4 * 2**20

@@ -101,12 +101,13 @@ def generate(
     from dcgan.clients.codec import to_pil
 
     with _client(context) as client:
-        limit = int(client.info()["max_latents_per_request"])
-        chunks = (
-            client.generate_stream(n=n, seed=seed)
-            if n > limit
-            else [client.generate_response(n=n, seed=seed)]
-        )
+        info = client.info()
+        image_bytes = int(info["channels"]) * int(info["image_size"]) ** 2
+        fits = n * image_bytes < int(info["max_response_bytes"]) // 2  # leaves room for overhead
+        if n <= int(info["max_latents_per_request"]) and fits:
+            chunks = [client.generate_response(n=n, seed=seed)]
+        else:
+            chunks = list(client.generate_stream(n=n, seed=seed))
         images = [image for chunk in chunks for image in to_pil(chunk.images)]
     if out.suffix.lower() == ".png":
         _grid(images, columns).save(out)

@@ -108,7 +108,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("nz", "channels", "image_size", "output_min", "output_max", "model_id", "model_sha256", "opset", "execution_provider", "max_batch_size", "max_queue_delay_us", "max_queue_size", "instances", "max_latents_per_request", "max_stream_latents", "source_step")
+    __slots__ = ("nz", "channels", "image_size", "output_min", "output_max", "model_id", "model_sha256", "opset", "execution_provider", "max_batch_size", "max_queue_delay_us", "max_queue_size", "instances", "max_latents_per_request", "max_stream_latents", "source_step", "max_response_bytes")
     NZ_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class ModelInfo(_message.Message):
     MAX_LATENTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAM_LATENTS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_STEP_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESPONSE_BYTES_FIELD_NUMBER: _ClassVar[int]
     nz: int
     channels: int
     image_size: int
@@ -141,4 +142,5 @@ class ModelInfo(_message.Message):
     max_latents_per_request: int
     max_stream_latents: int
     source_step: int
-    def __init__(self, nz: _Optional[int] = ..., channels: _Optional[int] = ..., image_size: _Optional[int] = ..., output_min: _Optional[float] = ..., output_max: _Optional[float] = ..., model_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., opset: _Optional[int] = ..., execution_provider: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_us: _Optional[int] = ..., max_queue_size: _Optional[int] = ..., instances: _Optional[int] = ..., max_latents_per_request: _Optional[int] = ..., max_stream_latents: _Optional[int] = ..., source_step: _Optional[int] = ...) -> None: ...
+    max_response_bytes: int
+    def __init__(self, nz: _Optional[int] = ..., channels: _Optional[int] = ..., image_size: _Optional[int] = ..., output_min: _Optional[float] = ..., output_max: _Optional[float] = ..., model_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., opset: _Optional[int] = ..., execution_provider: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_us: _Optional[int] = ..., max_queue_size: _Optional[int] = ..., instances: _Optional[int] = ..., max_latents_per_request: _Optional[int] = ..., max_stream_latents: _Optional[int] = ..., source_step: _Optional[int] = ..., max_response_bytes: _Optional[int] = ...) -> None: ...

@@ -116,6 +116,15 @@ def main(
             rich_help_panel=LIMITS,
         ),
     ] = 65536,
+    max_response_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="DCGAN_MAX_RESPONSE_BYTES",
+            min=65536,
+            help="Largest Generate or Interpolate answer; more images must stream.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = 4 * 2**20,
     max_message_bytes: Annotated[
         int,
         typer.Option(
@@ -238,7 +247,7 @@ def main(
         batching=BatchingOptions(
             max_batch_size, max_queue_delay_us / 1e6, max_queue_size, instances
         ),
-        limits=RequestLimits(max_latents_per_request, max_stream_latents),
+        limits=RequestLimits(max_latents_per_request, max_stream_latents, max_response_bytes),
         max_message_bytes=max_message_bytes,
         max_concurrent_rpcs=max_concurrent_rpcs or None,
         grace_s=grace_s,

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dcgan.service.batcher import BatchingOptions, DynamicBatcher
-from dcgan.service.errors import InvalidInput, Unavailable
+from dcgan.service.errors import InvalidInput, ResponseTooLarge, Unavailable
 from dcgan.service.latents import Latents, check_latents, interpolate, seeded_latents
 from dcgan.service.runtime import PIXELS, VALUES, ModelRuntime, ModelSpec
 
@@ -26,12 +26,15 @@ ENCODINGS = (UINT8, FLOAT32, PNG)
 METHODS = ("linear", "slerp")
 _KIND = {UINT8: frozenset({PIXELS}), PNG: frozenset({PIXELS}), FLOAT32: frozenset({VALUES})}
 STREAM_CHUNK_BYTES = 2 * 2**20  # images per GenerateStream message: about this many bytes
+PNG_OVERHEAD = 512  # bytes a PNG may add to its raw pixels when they do not compress
+MESSAGE_OVERHEAD = 4096  # shape, ids and timing around the images
 
 
 @dataclass(frozen=True)
 class RequestLimits:
     max_latents_per_request: int = 256  # Generate and Interpolate
     max_stream_latents: int = 65536  # GenerateStream
+    max_response_bytes: int = 4 * 2**20  # Generate and Interpolate: what a default client accepts
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,27 @@ class DataPlane:
             raise InvalidInput(f"count must be between 1 and {limit}, not {count}")
         return seeded_latents(seed, count, self.spec.nz)
 
+    def image_bytes(self, encoding: str) -> int:
+        """The most bytes one image takes in a response with `encoding`."""
+        spec = self.spec
+        pixels = spec.channels * spec.image_size**2
+        return {UINT8: pixels, FLOAT32: 4 * pixels, PNG: pixels + PNG_OVERHEAD}.get(
+            encoding, pixels
+        )
+
+    def _check_response_size(self, count: int, encoding: str) -> None:
+        size = count * self.image_bytes(encoding) + MESSAGE_OVERHEAD
+        if size > self.limits.max_response_bytes:
+            fits = (self.limits.max_response_bytes - MESSAGE_OVERHEAD) // self.image_bytes(encoding)
+            raise ResponseTooLarge(
+                f"{count} {encoding} images would take about {size} bytes, over the response "
+                f"limit of {self.limits.max_response_bytes}: ask for at most {fits}, "
+                "or use GenerateStream"
+            )
+
     async def generate(self, latents: Latents, encoding: str, deadline: float | None) -> Images:
         check_latents(latents, self.limits.max_latents_per_request)
+        self._check_response_size(len(latents), encoding)
         return await self._images(latents, encoding, deadline)
 
     async def generate_stream(
@@ -94,8 +116,7 @@ class DataPlane:
     ) -> AsyncIterator[Images]:
         """Images in chunks of about STREAM_CHUNK_BYTES; the next computes while one is sent."""
         check_latents(latents, self.limits.max_stream_latents)
-        spec = self.spec
-        per_image = spec.channels * spec.image_size**2 * (4 if encoding == FLOAT32 else 1)
+        per_image = self.image_bytes(encoding)
         chunk = max(1, min(self.batching.max_batch_size, STREAM_CHUNK_BYTES // per_image))
         starts = range(0, len(latents), chunk)
         pending: asyncio.Task[Images] | None = None
@@ -132,6 +153,7 @@ class DataPlane:
             if latent.shape != (1, self.spec.nz):
                 raise InvalidInput(f"the {name} latent must hold nz = {self.spec.nz} values")
             check_latents(latent, 1)
+        self._check_response_size(steps, encoding)
         return await self._images(interpolate(start, end, steps, method), encoding, deadline)
 
     async def _images(

@@ -14,6 +14,10 @@ class QueueFull(ServiceError):
     """The batching queue holds as many latents as it may: try again later."""
 
 
+class ResponseTooLarge(ServiceError):
+    """The images asked for would not fit in one response message: ask for fewer, or stream."""
+
+
 class Unavailable(ServiceError):
     """The server is loading its model or draining: try another replica or later."""
 

@@ -21,6 +21,7 @@ from dcgan.service.errors import (
     InvalidInput,
     ModelFailure,
     QueueFull,
+    ResponseTooLarge,
     ServiceError,
     Unauthenticated,
     Unavailable,
@@ -32,6 +33,7 @@ _LOGGER = logging.getLogger(__name__)
 STATUS_OF: dict[type[ServiceError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ResponseTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     ModelFailure: grpc.StatusCode.INTERNAL,

@@ -131,4 +131,5 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
             max_latents_per_request=self.plane.limits.max_latents_per_request,
             max_stream_latents=self.plane.limits.max_stream_latents,
             source_step=-1 if spec.source_step is None else spec.source_step,
+            max_response_bytes=self.plane.limits.max_response_bytes,
         )

@@ -1,0 +1,3 @@
+"""The service fixtures (a real export, servers on 127.0.0.1) serve the reliability tests too."""
+
+from ..service.conftest import export_dir, fresh_server, server  # noqa: F401
