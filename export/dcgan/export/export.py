@@ -87,7 +87,7 @@ def export_generator(
             raise ParityError(failed)
         manifest = replace(manifest, parity=records)
         (staging / MANIFEST).write_text(manifest.to_json())
-        install(staging, out_dir)
+        install(staging, out_dir, force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -272,13 +272,18 @@ def make_staging_dir(out_dir: Path) -> Path:
         raise ExportError(f"cannot write to {out_dir}: {error.strerror or error}") from None
 
 
-def install(staging: Path, out_dir: Path) -> None:
-    """Make `staging` durable, then rename it to `out_dir`, moving any old one aside until done."""
+def install(staging: Path, out_dir: Path, force: bool) -> None:
+    """Make `staging` durable, then rename it to `out_dir`.
+
+    rename() replaces an empty directory and refuses one that is not, so without --force a file
+    that appeared in `out_dir` since check_target stays; with it, the old directory is moved
+    aside and deleted only once the new one is in place.
+    """
     for path in staging.iterdir():
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
     _fsync(staging)
-    old = staging.with_name(staging.name + ".old") if out_dir.exists() else None
+    old = staging.with_name(staging.name + ".old") if force and out_dir.exists() else None
     if old is not None:
         os.rename(out_dir, old)
     try:
