@@ -20,7 +20,7 @@ from dcgan.export.cli import app
 from dcgan.export.manifest import ONNX_SERVING, file_sha256, read_manifest, verified_artifact
 from dcgan.export.parity import latents, pixel_mismatch
 from dcgan.train.train import resolve_config, train
-from tests.export.conftest import SMALL, SMALL_FLAGS, examples_state_dict
+from tests.export.exports import SMALL, SMALL_FLAGS, examples_state_dict
 from tests.train.test_model import pytorch_examples_netd, pytorch_examples_netg
 from tests.train.test_train import TINY
 

@@ -24,7 +24,7 @@ from dcgan.export.manifest import (
     read_manifest,
     verified_artifact,
 )
-from tests.export.conftest import SMALL, Exported
+from tests.export.exports import SMALL, Exported
 
 
 def test_the_manifest_describes_model_interface_source_and_versions(small_export: Exported) -> None:

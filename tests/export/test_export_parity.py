@@ -31,7 +31,7 @@ from dcgan.export.parity import (
     run_parity,
     to_pixels,
 )
-from tests.export.conftest import Exported
+from tests.export.exports import Exported
 
 FLOAT, SERVING, FP16 = (ARTIFACT_FILES[kind] for kind in (ONNX, ONNX_SERVING, ONNX_FP16))
 
