@@ -44,16 +44,16 @@ def main(
         bool, typer.Option("--force", help="Replace an EXPORT_DIR that holds other files.")
     ] = False,
     nz: Annotated[
-        int | None, typer.Option(help="Latent size. [default: 100]", rich_help_panel=SHAPE)
+        int | None, typer.Option(help="Latent size (default 100).", rich_help_panel=SHAPE)
     ] = None,
     ngf: Annotated[
-        int | None, typer.Option(help="Generator width. [default: 64]", rich_help_panel=SHAPE)
+        int | None, typer.Option(help="Generator width (default 64).", rich_help_panel=SHAPE)
     ] = None,
     channels: Annotated[
-        int | None, typer.Option(help="1 or 3. [default: 3]", rich_help_panel=SHAPE)
+        int | None, typer.Option(help="1 or 3 (default 3).", rich_help_panel=SHAPE)
     ] = None,
     image_size: Annotated[
-        int | None, typer.Option(help="32, 64 or 128. [default: 64]", rich_help_panel=SHAPE)
+        int | None, typer.Option(help="32, 64 or 128 (default 64).", rich_help_panel=SHAPE)
     ] = None,
 ) -> None:
     """Export a DCGAN generator to ONNX and TorchScript, and prove every artifact's parity.
