@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -51,19 +54,21 @@ def test_keeps_the_last_k_and_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path)["step"] == 6
 
 
-def test_a_crash_while_writing_keeps_the_previous_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failing_disk_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, make_state(1), keep=3)
-
-    def torn_save(obj: object, handle: Any) -> None:
-        handle.write(b"PK\x03\x04 half a zip")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(ckpt.torch, "save", torn_save)
-    with pytest.raises(OSError, match="No space left"):
-        save_checkpoint(tmp_path, make_state(2), keep=3)
-    monkeypatch.undo()
+    size = (tmp_path / "checkpoints" / "step-00000001.pt").stat().st_size
+    # Files may not grow past half a checkpoint: the write fails as on a full disk (EFBIG).
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, hard))
+    try:
+        with pytest.raises(OSError) as raised:
+            save_checkpoint(tmp_path, make_state(2), keep=3)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert raised.value.errno == errno.EFBIG
+    assert raised.value.filename == str(tmp_path / "checkpoints" / "step-00000002.pt")
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["latest.pt", "step-00000001.pt"]
     assert load_checkpoint(tmp_path)["step"] == 1
 

@@ -161,6 +161,17 @@ class GeneratorServer:
         if self._metrics_http is not None:
             self._metrics_http.shutdown()  # type: ignore[attr-defined]
         self._stopped.set()
+        _LOGGER.info("answered: %s", self.answered())
+
+    def answered(self) -> str:
+        """Requests answered so far by method and code, e.g. 'Generate OK=120, ...'."""
+        counts = []
+        for metric in self.metrics.requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    labels = sample.labels
+                    counts.append(f"{labels['method']} {labels['code']}={int(sample.value)}")
+        return ", ".join(sorted(counts)) or "none"
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

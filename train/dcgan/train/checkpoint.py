@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -52,16 +53,21 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
 
     A crash at any moment leaves either the old file or the new one, never a torn one.
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(error, OSError) and error.filename is None:  # name the file being written
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)
 
@@ -106,7 +112,11 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
     path = directory / f"step-{int(state['step']):08d}.pt"
     sealed = {**state, "format": FORMAT, "version": VERSION}
     sealed["integrity"] = {"algorithm": "sha256", "digest": state_digest(sealed)}
-    write_atomic(path, lambda handle: torch.save(sealed, handle))
+    # Serialised in memory first: a failing disk then fails a plain write with its real errno
+    # (ENOSPC, EROFS ...), where torch's zip writer would raise an internal RuntimeError.
+    buffer = io.BytesIO()
+    torch.save(sealed, buffer)
+    write_atomic(path, lambda handle: handle.write(buffer.getbuffer()))
     _point_latest(directory, path.name)
     _prune(directory, keep, protect=path.name)
     return path
