@@ -18,51 +18,16 @@ from dcgan.service.runtime import RuntimeOptions
 from dcgan.service.server import GeneratorServer, ServerConfig
 
 
-def make_export(out: Path, channels: int = 3, ngf: int = 16, seed: int = 0) -> Path:
-    """A random-weight generator exported the way dcgan-export does it."""
-    import datetime
-    import warnings
+def make_export(out: Path, seed: int = 0) -> Path:
+    """A real pipeline in miniature: one training step (64x64 RGB, ngf 16), then dcgan-export."""
+    from dcgan.export.export import export_generator
+    from dcgan.export.manifest import ONNX
+    from dcgan.train.train import resolve_config, train
 
-    import torch
-    from torch import nn
-
-    from dcgan.export import manifest as m
-    from dcgan.train.model import Generator, ModelConfig, init_weights
-
-    warnings.filterwarnings("ignore")
-    config = ModelConfig(ngf=ngf, channels=channels)
-    torch.manual_seed(seed)
-    generator = Generator(config)
-    generator.apply(init_weights)
-    generator.eval()
-
-    class Serving(nn.Module):
-        def __init__(self, g: nn.Module) -> None:
-            super().__init__()
-            self.g = g
-
-        def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            image = self.g(z)
-            pixels = ((image + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-            return image, pixels
-
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / m.ARTIFACT_FILES[m.ONNX_SERVING]
-    torch.onnx.export(
-        Serving(generator), (torch.randn(2, config.nz),), str(path), input_names=["z"],
-        output_names=["image", "pixels"], dynamic_shapes={"z": {0: torch.export.Dim("batch")}},
-        opset_version=18, external_data=False, verbose=False,
-    )  # fmt: skip
-    manifest = m.Manifest(
-        model=m.ModelInfo(config.nz, config.ngf, config.channels, config.image_size),
-        onnx=m.OnnxInterface(opset=18),
-        artifacts={path.name: m.artifact_record(path, m.ONNX_SERVING)},
-        source=m.Source("state_dict", "random", "0" * 64, 12),
-        versions={},
-        parity=[],
-        created=datetime.datetime.now(datetime.UTC).isoformat(),
-    )
-    (out / m.MANIFEST).write_text(manifest.to_json())
+    run = out.parent / f"{out.name}-run"
+    settings = {"dataset": "fake", "ngf": 16, "ndf": 16, "batch_size": 16, "max_steps": 1, "seed": seed}
+    train(resolve_config({**settings, "out": str(run), "workers": 0, "samples": 4}))
+    export_generator(run, out, formats=[ONNX])
     return out
 
 
