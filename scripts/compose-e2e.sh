@@ -268,6 +268,16 @@ step_build() {
         || die "onnxruntime does not import in $SERVE_IMAGE"
     docker run --rm --network none --entrypoint id "$SERVE_IMAGE" | grep -q 'uid=10001(dcgan)' \
         || die "$SERVE_IMAGE does not run as the non-root user dcgan"
+    # onnxruntime's telemetry is off: an ORT environment leaves no device id behind.
+    local image
+    for image in "$SERVE_IMAGE" "$TRAIN_IMAGE"; do
+        docker run --rm --network none --entrypoint sh "$image" -c '
+            python -c "import onnxruntime as ort
+try:
+    ort.InferenceSession(b\"not a model\")
+except Exception:
+    pass" && test ! -e "$HOME/.cache/Microsoft"' || die "onnxruntime telemetry is on in $image"
+    done
 }
 
 # A file listing of a named volume, read from a throwaway container (no host paths involved).
