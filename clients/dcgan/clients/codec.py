@@ -21,7 +21,8 @@ METHODS = {"linear": pb.INTERPOLATION_METHOD_LINEAR, "slerp": pb.INTERPOLATION_M
 SERVICE = "dcgan.v1.Generator"
 
 # gRPC's own machinery: round-robin over every address the name resolves to (e.g. all replicas
-# behind dns:///serve:50051), and retries of calls refused with UNAVAILABLE (a draining replica).
+# behind dns:///serve:50051), and retries of calls a draining replica refused: UNAVAILABLE, or
+# CANCELLED by grpc's transport in the instant it stops. Every dcgan.v1 call is idempotent.
 SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
@@ -33,7 +34,7 @@ SERVICE_CONFIG = json.dumps(
                     "initialBackoff": "0.05s",
                     "maxBackoff": "1s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                 },
             }
         ],
