@@ -22,3 +22,4 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
 fi
 # shellcheck disable=SC1091
 source "$root/.venv/bin/activate"
+export ORT_DISABLE_TELEMETRY=1  # onnxruntime's telemetry is on by default in its Linux wheels

@@ -25,7 +25,14 @@ def make_export(out: Path, seed: int = 0) -> Path:
     from dcgan.train.train import resolve_config, train
 
     run = out.parent / f"{out.name}-run"
-    settings = {"dataset": "fake", "ngf": 16, "ndf": 16, "batch_size": 16, "max_steps": 1, "seed": seed}
+    settings = {
+        "dataset": "fake",
+        "ngf": 16,
+        "ndf": 16,
+        "batch_size": 16,
+        "max_steps": 1,
+        "seed": seed,
+    }
     train(resolve_config({**settings, "out": str(run), "workers": 0, "samples": 4}))
     export_generator(run, out, formats=[ONNX])
     return out

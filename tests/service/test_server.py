@@ -462,3 +462,36 @@ def test_an_answer_too_large_for_one_message_is_refused_before_computing(
     assert sum(chunk.shape[0] for chunk in chunks) == 100
     info = generator.GetModelInfo(pb.GetModelInfoRequest())
     assert info.max_response_bytes == 4 * 2**20
+
+
+def test_a_port_range_binds_the_first_free_port_and_writes_it(
+    fresh_server: Any, tmp_path: Path
+) -> None:
+    first = _free_port()
+    taken = fresh_server(port=first)
+    assert taken.server.port == first
+    port_file = tmp_path / "port"
+    second = fresh_server(port=first, port_count=3, port_file=port_file)
+    assert second.server.port != first and first < second.server.port < first + 3
+    assert port_file.read_text().strip() == str(second.server.port)
+    assert pixels_of(stub(second.target).Generate(packed(random_latents(1)))).shape[0] == 1
+
+
+def test_serve_reports_a_range_with_no_free_port(export_dir: Path, fresh_server: Any) -> None:
+    import subprocess
+    import sys
+
+    port = _free_port()
+    fresh_server(port=port)
+    result = subprocess.run(
+        [sys.executable, "-m", "dcgan.service.cli", "--model-dir", str(export_dir), "--host", "127.0.0.1",
+         "--port", f"{port}-{port}", "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: port {port} is in use on 127.0.0.1"
+    bad = subprocess.run(
+        [sys.executable, "-m", "dcgan.service.cli", "--model-dir", str(export_dir), "--port", "9-1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "expected ports within 0-65535 with A <= B" in bad.stderr

@@ -26,6 +26,18 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+def parse_ports(text: str) -> tuple[int, int]:
+    """'50051' -> (50051, 1); '56051-56053' -> (56051, 3)."""
+    first, _, last = text.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        raise ValueError(f"expected a port or a range A-B, not {text!r}") from None
+    if not 0 <= low <= high <= 65535:
+        raise ValueError(f"expected ports within 0-65535 with A <= B, not {text!r}")
+    return low, high - low + 1
+
+
 @app.command()
 def main(
     model_dir: Annotated[
@@ -147,16 +159,26 @@ def main(
         str, typer.Option(envvar="DCGAN_HOST", help="Address to listen on.", rich_help_panel=NET)
     ] = "0.0.0.0",
     port: Annotated[
-        int,
-        typer.Option(envvar="DCGAN_PORT", min=0, max=65535, help="gRPC port.", rich_help_panel=NET),
-    ] = 50051,
+        str,
+        typer.Option(
+            envvar="DCGAN_PORT",
+            help="gRPC port, or a range A-B: the first free one is bound (replicas on one host).",
+            rich_help_panel=NET,
+        ),
+    ] = "50051",
+    port_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="DCGAN_PORT_FILE", help="Write the bound port here.", rich_help_panel=NET
+        ),
+    ] = None,
     metrics_port: Annotated[
         int,
         typer.Option(
             envvar="DCGAN_METRICS_PORT",
             min=0,
             max=65535,
-            help="Prometheus /metrics port (0: off).",
+            help="Prometheus /metrics port, plus the bound port's offset in a range (0: off).",
             rich_help_panel=NET,
         ),
     ] = 9090,
@@ -169,6 +191,15 @@ def main(
             rich_help_panel=NET,
         ),
     ] = False,
+    max_connection_age_s: Annotated[
+        float,
+        typer.Option(
+            envvar="DCGAN_MAX_CONNECTION_AGE_S",
+            min=0,
+            help="Close connections this old: clients re-resolve and find new replicas (0: never).",
+            rich_help_panel=NET,
+        ),
+    ] = 0.0,
     grace_s: Annotated[
         float,
         typer.Option(
@@ -238,10 +269,18 @@ def main(
     if required_token == "":
         typer.echo("error: the bearer token is empty", err=True)
         raise typer.Exit(1)
+    try:
+        first_port, port_count = parse_ports(port)
+    except ValueError as error:
+        typer.echo(f"error: --port: {error}", err=True)
+        raise typer.Exit(2) from None
     config = ServerConfig(
         model_dir=model_dir,
         host=host,
-        port=port,
+        port=first_port,
+        port_count=port_count,
+        port_file=port_file,
+        max_connection_age_s=max_connection_age_s or None,
         metrics_port=metrics_port,
         runtime=RuntimeOptions(device.value, instances, intra_op_threads, spinning),
         batching=BatchingOptions(
@@ -263,7 +302,11 @@ def main(
         typer.echo(f"error: cannot serve {model_dir}: {error}", err=True)
         raise typer.Exit(1) from None
     except (OSError, ValueError, RuntimeError) as error:  # unreadable TLS files, a port taken
-        detail = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) else str(error)
+        detail = str(error)
+        if isinstance(error, OSError):
+            detail = (
+                f"{error.strerror}: {error.filename}" if error.filename else str(error.strerror)
+            )
         typer.echo(f"error: {detail}", err=True)
         raise typer.Exit(1) from None
 

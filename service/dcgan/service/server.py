@@ -38,7 +38,9 @@ class ServerConfig:
     model_dir: Path
     host: str = "0.0.0.0"
     port: int = 50051  # 0: any free port (tests)
-    metrics_port: int = 9090  # Prometheus /metrics; 0: off
+    port_count: int = 1  # try port, port + 1, ...: the first free one is bound (replicas on a host)
+    port_file: Path | None = None  # where to write the bound port (for health checks)
+    metrics_port: int = 9090  # Prometheus /metrics, at the same offset as the bound port; 0: off
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     limits: RequestLimits = field(default_factory=RequestLimits)
@@ -46,6 +48,7 @@ class ServerConfig:
     max_concurrent_rpcs: int | None = None  # more are refused with RESOURCE_EXHAUSTED
     grace_s: float = 10.0  # how long a stop may take
     reuse_port: bool = False  # share the port with other processes (SO_REUSEPORT)
+    max_connection_age_s: float | None = None  # close connections this old: clients re-resolve
     tls_cert: Path | None = None  # PEM certificate chain: serve TLS
     tls_key: Path | None = None  # its PEM private key
     tls_client_ca: Path | None = None  # PEM CA: require client certificates it signed (mutual TLS)
@@ -79,15 +82,14 @@ class GeneratorServer:
         self._runtime = ModelRuntime(self.config.model_dir, self.config.runtime)  # manifest, sha256
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._server = self._build()
-        address = f"{self.config.host}:{self.config.port}"
-        credentials = self._tls()
-        if credentials is None:
-            self.port = self._server.add_insecure_port(address)
-        else:
-            self.port = self._server.add_secure_port(address, credentials)
+        self.port = self._bind(self._server, self._tls())
         await self._server.start()
+        if self.config.port_file is not None:
+            write_port_file(self.config.port_file, self.port)
         if self.config.metrics_port:
-            self._metrics_http = self.metrics.serve_http(self.config.host, self.config.metrics_port)
+            offset = self.port - self.config.port if self.config.port else 0
+            port = self.config.metrics_port + offset
+            self._metrics_http = self.metrics.serve_http(self.config.host, port)
             self.metrics_port = self._metrics_http.server_port  # type: ignore[attr-defined]
 
     async def load_model(self) -> None:
@@ -103,6 +105,21 @@ class GeneratorServer:
             "serving %s on %s:%d (%s) after %.2f s",
             spec.model_id, self.config.host, self.port, runtime.provider, self.started_serving_s,
         )  # fmt: skip
+
+    def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> int:
+        """Bind the first free port of the configured range; return it."""
+        first, count = self.config.port, self.config.port_count
+        for port in range(first, first + count):
+            address = f"{self.config.host}:{port}"
+            try:
+                if credentials is None:
+                    return int(server.add_insecure_port(address))
+                return int(server.add_secure_port(address, credentials))
+            except RuntimeError:  # grpc's answer to a port in use
+                continue
+        last = first + count - 1
+        span = f"ports {first}-{last} are" if count > 1 else f"port {first} is"
+        raise OSError(98, f"{span} in use on {self.config.host}")
 
     def _tls(self) -> grpc.ServerCredentials | None:
         config = self.config
@@ -125,6 +142,11 @@ class GeneratorServer:
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
         ]
+        if self.config.max_connection_age_s:
+            options += [
+                ("grpc.max_connection_age_ms", int(self.config.max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(self.config.grace_s * 1000)),
+            ]
         interceptors: list[grpc.aio.ServerInterceptor] = [StatusMapping(self.metrics)]
         if self.config.token:
             interceptors.insert(0, BearerToken(self.config.token, self.metrics))
@@ -175,6 +197,12 @@ class GeneratorServer:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+
+def write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)
 
 
 async def serve(config: ServerConfig) -> None:
