@@ -7,6 +7,7 @@
 # loopback) and on the host network (the replica's own port) alike.
 set -eu
 port="${DCGAN_PORT:-50051}"
+port="${port%%-*}"  # a range A-B: its first port, until the server has written the one it bound
 if [ -n "${DCGAN_PORT_FILE:-}" ] && [ -s "${DCGAN_PORT_FILE}" ]; then
     port="$(cat "${DCGAN_PORT_FILE}")"
 fi
