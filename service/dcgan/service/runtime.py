@@ -115,7 +115,7 @@ class ModelRuntime:
             except Exception as error:  # onnxruntime raises its own untyped errors
                 raise ModelLoadError(f"onnxruntime cannot load the model: {error}") from None
             in_use = session.get_providers()[0]
-            if CUDA in providers and in_use != CUDA and self.options.device == "auto":
+            if len(providers) > 1 and in_use != CUDA and self.options.device == "auto":
                 _LOGGER.warning(
                     "CUDA is present but onnxruntime could not start it: serving on the CPU"
                 )
@@ -132,8 +132,12 @@ class ModelRuntime:
             self.spec.model_id, self.provider, self.options.instances, threads,
         )  # fmt: skip
 
-    def _providers(self) -> list[str]:
-        """CUDA then CPU, or CPU alone; auto skips CUDA on machines without an NVIDIA device."""
+    def _providers(self) -> list[str | tuple[str, dict[str, str]]]:
+        """CUDA then CPU, or CPU alone; auto skips CUDA on machines without an NVIDIA device.
+
+        CUDA runs in true float32 (use_tf32=0): onnxruntime's default TF32 convolutions would
+        serve something other than what dcgan-export's parity checks proved.
+        """
         if self.options.device == "cpu":
             return [CPU]
         if CUDA not in ort.get_available_providers():
@@ -146,7 +150,7 @@ class ModelRuntime:
             return [CPU]
         if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from the nvidia-* wheels, if installed
             ort.preload_dlls()
-        return [CUDA, CPU]
+        return [(CUDA, {"use_tf32": "0"}), CPU]
 
     def _warm_up(self, session: ort.InferenceSession) -> None:
         for batch in self.options.warmup_batch_sizes:

@@ -185,8 +185,12 @@ def load_file(path: Path) -> Any:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
+    """The line that says why: torch's weights_only errors put it after a long preamble."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
