@@ -22,14 +22,18 @@ class Model:
 
     def __init__(self) -> None:
         self.batches: list[np.ndarray] = []
+        self.wide: list[bool] = []
         self.release = threading.Event()
         self.release.set()
+        self.gates: dict[int, threading.Event] = {}  # call index -> what that call waits for
         self.fail_on: float | None = None  # a latent value that makes the run raise
         self.short_by = 0  # return this many rows fewer than given
 
-    def __call__(self, latents: np.ndarray, kinds: frozenset[str]) -> dict[str, Any]:
+    def __call__(self, latents: np.ndarray, kinds: frozenset[str], wide: bool) -> dict[str, Any]:
+        call = len(self.batches)
         self.batches.append(latents.copy())
-        self.release.wait(timeout=10)
+        self.wide.append(wide)
+        self.gates.get(call, self.release).wait(timeout=10)
         if self.fail_on is not None and (latents == self.fail_on).any():
             raise RuntimeError("boom")
         return {"values": latents[: len(latents) - self.short_by] * 2}
@@ -233,6 +237,31 @@ def test_a_full_queue_refuses_and_a_drain_finishes_what_it_accepted() -> None:
         await drained
         assert accepted.done() and blocker.done()
         np.testing.assert_array_equal(accepted.result().outputs["values"], latents(1, 5) * 2)
+        batcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_wide_lane_takes_lone_latents_and_the_load_spreads_over_instances() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher, metrics = make(model, max_batch_size=4, instances=2, wide_lane=True)
+        await batcher.submit(latents(0), KINDS)  # call 0, alone: wide, on every core
+        lone_done = threading.Event()
+        model.gates[1] = lone_done
+        model.release.clear()  # calls 2 and later wait for it
+        lone = asyncio.create_task(batcher.submit(latents(1), KINDS))
+        await until(lambda: len(model.batches) == 2)
+        queued = [asyncio.create_task(batcher.submit(latents(v, 3), KINDS)) for v in (2, 3)]
+        await until(lambda: batcher.queued == 6)
+        assert len(model.batches) == 2  # the wide run holds both instances
+        lone_done.set()
+        await until(lambda: len(model.batches) == 4)  # both parallel sessions at work at once
+        model.release.set()
+        await asyncio.gather(lone, *queued)
+        # the 6 waiting latents were split 3 + 3 over the two parallel sessions
+        assert model.wide == [True, True, False, False] and model.sizes == [1, 1, 3, 3]
+        assert counter(metrics, "dcgan_model_runs_total", lane="parallel") == 2
         batcher.shutdown()
 
     asyncio.run(scenario())

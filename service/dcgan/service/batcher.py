@@ -8,6 +8,9 @@ A batch starts as soon as a model instance is free and
 While a batch computes, the next one gathers. A request larger than a batch is split across
 batches and reassembled in order. Latents whose caller went away, or whose deadline passed, are
 dropped before they are computed. An error fails exactly the requests of its batch.
+When several instances are free, the waiting latents are spread evenly over them. With a wide
+lane (see dcgan.service.runtime), a handful of latents (no more than the instances) arriving
+while nothing computes run wide instead, on every core, holding all instances until done.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull, Unav
 from dcgan.service.metrics import ServiceMetrics
 
 Outputs = dict[str, npt.NDArray]  # type: ignore[type-arg]
-RunBatch = Callable[[npt.NDArray[np.float32], frozenset[str]], Outputs]
+RunBatch = Callable[
+    [npt.NDArray[np.float32], frozenset[str], bool], Outputs
+]  # latents, kinds, wide
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class BatchingOptions:
     max_queue_delay_s: float = 0.002  # the longest a request waits for a batch to fill
     max_queue_size: int = 4096  # latents waiting at most; more is refused with QueueFull
     instances: int = 1  # model runs in parallel
+    wide_lane: bool = False  # run a lone batch at low load on all cores (run_batch's `wide`)
 
 
 @dataclass(frozen=True)
@@ -178,9 +184,15 @@ class DynamicBatcher:
                 delay = self.options.max_queue_delay_s - waited
                 self._timer = asyncio.get_running_loop().call_later(delay, self._schedule)
                 return
-            parts = self._take(self.options.max_batch_size)
+            # A handful of latents with nothing computing: all cores on them (low latency).
+            # Otherwise spread what waits over the free instances, so no core idles.
+            wide = (
+                self.options.wide_lane and not computing and self._queued <= self.options.instances
+            )
+            size = min(self.options.max_batch_size, -(-self._queued // self._free))
+            parts = self._take(self.options.max_batch_size if wide else size)
             if parts:
-                self._start(parts, reason)
+                self._start(parts, reason, wide)
         self._metrics.queue_depth.set(self._queued)
         if not self._queue and self._free == self.options.instances:
             self._idle.set()
@@ -218,7 +230,7 @@ class DynamicBatcher:
         self._queue.popleft()
         self._queued -= piece.end - piece.start
 
-    def _start(self, parts: list[_Part], reason: str) -> None:
+    def _start(self, parts: list[_Part], reason: str, wide: bool) -> None:
         if (
             len(parts) == 1
             and parts[0].start == 0
@@ -230,25 +242,31 @@ class DynamicBatcher:
                 [p.request.latents[p.start : p.start + p.count] for p in parts]
             )
         kinds = frozenset().union(*(p.request.kinds for p in parts))
-        self._free -= 1
+        slots = self.options.instances if wide else 1
+        self._free -= slots
         self._metrics.flushes.labels(reason).inc()
         self._metrics.batch_size.observe(len(latents))
+        self._metrics.runs.labels("wide" if wide else "parallel").inc()
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds)
-        run.add_done_callback(lambda done: self._finish(parts, started, done))
+        run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds, wide)
+        run.add_done_callback(lambda done: self._finish(parts, started, slots, done))
 
     def _timed_run(
-        self, latents: npt.NDArray[np.float32], kinds: frozenset[str]
+        self, latents: npt.NDArray[np.float32], kinds: frozenset[str], wide: bool
     ) -> tuple[Outputs, float]:
         start = time.perf_counter()
-        outputs = self._run_batch(latents, kinds)
+        outputs = self._run_batch(latents, kinds, wide)
         return outputs, time.perf_counter() - start
 
     def _finish(
-        self, parts: list[_Part], started: float, done: asyncio.Future[tuple[Outputs, float]]
+        self,
+        parts: list[_Part],
+        started: float,
+        slots: int,
+        done: asyncio.Future[tuple[Outputs, float]],
     ) -> None:
-        self._free += 1
+        self._free += slots
         failure = self._failure(parts, done)
         if failure is not None:
             for part in parts:

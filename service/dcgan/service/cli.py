@@ -60,11 +60,11 @@ def main(
         int,
         typer.Option(
             envvar="DCGAN_INSTANCES",
-            min=1,
-            help="Model sessions running batches in parallel.",
+            min=0,
+            help="Sessions running batches in parallel under load (0: CPU cores up to 4; CUDA 1).",
             rich_help_panel=MODEL,
         ),
-    ] = 1,
+    ] = 0,
     intra_op_threads: Annotated[
         int,
         typer.Option(
@@ -283,9 +283,7 @@ def main(
         max_connection_age_s=max_connection_age_s or None,
         metrics_port=metrics_port,
         runtime=RuntimeOptions(device.value, instances, intra_op_threads, spinning),
-        batching=BatchingOptions(
-            max_batch_size, max_queue_delay_us / 1e6, max_queue_size, instances
-        ),
+        batching=BatchingOptions(max_batch_size, max_queue_delay_us / 1e6, max_queue_size),
         limits=RequestLimits(max_latents_per_request, max_stream_latents, max_response_bytes),
         max_message_bytes=max_message_bytes,
         max_concurrent_rpcs=max_concurrent_rpcs or None,

@@ -55,6 +55,12 @@ class ServiceMetrics:
             ["reason"],
             registry=registry,
         )
+        self.runs = Counter(
+            "dcgan_model_runs",
+            "Model runs, by lane: wide (a lone batch on all cores) or parallel (under load)",
+            ["lane"],
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "dcgan_queue_depth", "Latents waiting in the queue", registry=registry
         )
@@ -68,6 +74,8 @@ class ServiceMetrics:
             self.flushes.labels(reason)
         for reason in ("deadline", "cancelled"):
             self.dropped.labels(reason)
+        for lane in ("wide", "parallel"):
+            self.runs.labels(lane)
 
     def serve_http(self, host: str, port: int) -> object:
         """Expose /metrics on `port`; returns the HTTP server (call .shutdown() to stop it)."""

@@ -4,6 +4,11 @@ Reads everything from the export's manifest.json and checks the graph's sha256 a
 loading. The GPU wheel of onnxruntime falls back to the CPU without a word when CUDA cannot start,
 so the provider in use is read back from `session.get_providers()` and logged; `--device cuda`
 fails loudly rather than serving from the CPU.
+
+On the CPU the runtime keeps two kinds of session. Under load, `instances` narrow sessions (one
+thread each by default) run batches side by side: a thread the OS preempts then slows only its
+own batch, where a parallel-for over all cores would wait for it. A lone batch at low load runs
+on the wide session, all cores on one batch, for the lowest latency.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +47,8 @@ class ModelLoadError(Exception):
 @dataclass(frozen=True)
 class RuntimeOptions:
     device: str = "auto"  # auto | cpu | cuda
-    instances: int = 1  # sessions that run batches in parallel
-    intra_op_threads: int = 0  # CPU threads per session; 0: the cores available / instances
+    instances: int = 0  # sessions running batches in parallel; 0: CPU cores (at most 4), CUDA 1
+    intra_op_threads: int = 0  # CPU threads of each of those sessions; 0: cores / instances
     spinning: bool = True  # let CPU threads spin between runs: lower latency, more CPU burnt
     warmup_batch_sizes: tuple[int, ...] = (1, 8, 64)
 
@@ -93,44 +97,62 @@ class ModelRuntime:
         self.options = options
         self._model_bytes = path.read_bytes()
         self._sessions: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
+        self._wide: ort.InferenceSession | None = None  # all cores on one batch, at low load
         self.provider = ""
+        self.instances = 0
 
     def load(self) -> None:
         """Create the sessions and warm them up (slow: run it off the event loop)."""
-        providers = self._providers()
-        threads = self.options.intra_op_threads or max(
-            1, available_cores() // self.options.instances
-        )
-        for _ in range(self.options.instances):
-            session_options = ort.SessionOptions()
-            session_options.intra_op_num_threads = threads
-            session_options.inter_op_num_threads = 1
-            session_options.add_session_config_entry(
-                "session.intra_op.allow_spinning", "1" if self.options.spinning else "0"
-            )
-            try:
-                session = ort.InferenceSession(
-                    self._model_bytes, session_options, providers=providers
-                )
-            except Exception as error:  # onnxruntime raises its own untyped errors
-                raise ModelLoadError(f"onnxruntime cannot load the model: {error}") from None
-            in_use = session.get_providers()[0]
-            if len(providers) > 1 and in_use != CUDA and self.options.device == "auto":
-                _LOGGER.warning(
-                    "CUDA is present but onnxruntime could not start it: serving on the CPU"
-                )
-            if self.options.device == "cuda" and in_use != CUDA:
-                raise ModelLoadError(
-                    "--device cuda was asked for, but onnxruntime could not start CUDA "
-                    f"(session runs on {in_use}); check the driver and the onnxruntime-gpu install"
-                )
-            self.provider = in_use
-            self._warm_up(session)
+        cores = available_cores()
+        wide = self._session(cores)
+        self.provider = wide.get_providers()[0]
+        if self.provider == CUDA:  # sessions alike: the GPU, not threads, does the work
+            self.instances = self.options.instances or 1
+            sessions = [wide] + [self._session(cores) for _ in range(self.instances - 1)]
+        else:
+            self.instances = self.options.instances or min(cores, 4)
+            threads = self.options.intra_op_threads or max(1, cores // self.instances)
+            if self.instances == 1 and threads == cores:
+                sessions = [wide]
+            else:
+                self._wide = wide
+                sessions = [self._session(threads) for _ in range(self.instances)]
+        for session in sessions:
             self._sessions.put(session)
+        lanes = "" if self._wide is None else f" (and one of {cores} for lone batches)"
         _LOGGER.info(
-            "model %s on %s: %d instance(s), %d intra-op thread(s) each",
-            self.spec.model_id, self.provider, self.options.instances, threads,
+            "model %s on %s: %d parallel session(s)%s",
+            self.spec.model_id, self.provider, self.instances, lanes,
         )  # fmt: skip
+
+    @property
+    def has_wide_lane(self) -> bool:
+        return self._wide is not None
+
+    def _session(self, threads: int) -> ort.InferenceSession:
+        providers = self._providers()
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = threads
+        session_options.inter_op_num_threads = 1
+        session_options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if self.options.spinning else "0"
+        )
+        try:
+            session = ort.InferenceSession(self._model_bytes, session_options, providers=providers)
+        except Exception as error:  # onnxruntime raises its own untyped errors
+            raise ModelLoadError(f"onnxruntime cannot load the model: {error}") from None
+        in_use = session.get_providers()[0]
+        if len(providers) > 1 and in_use != CUDA and self.options.device == "auto":
+            _LOGGER.warning(
+                "CUDA is present but onnxruntime could not start it: serving on the CPU"
+            )
+        if self.options.device == "cuda" and in_use != CUDA:
+            raise ModelLoadError(
+                "--device cuda was asked for, but onnxruntime could not start CUDA "
+                f"(session runs on {in_use}); check the driver and the onnxruntime-gpu install"
+            )
+        self._warm_up(session)
+        return session
 
     def _providers(self) -> list[str | tuple[str, dict[str, str]]]:
         """CUDA then CPU, or CPU alone; auto skips CUDA on machines without an NVIDIA device.
@@ -158,12 +180,16 @@ class ModelRuntime:
             session.run(list(self._outputs.values()), {self._input: latents})
 
     def run(
-        self, latents: npt.NDArray[np.float32], kinds: frozenset[str]
+        self, latents: npt.NDArray[np.float32], kinds: frozenset[str], wide: bool = False
     ) -> dict[str, npt.NDArray]:  # type: ignore[type-arg]
-        """Images for `latents` [n, nz] as the output kinds asked for (PIXELS and/or VALUES)."""
+        """Images for `latents` [n, nz] as the output kinds asked for (PIXELS and/or VALUES).
+
+        `wide`: on the all-cores session; the caller runs nothing else meanwhile.
+        """
         kinds_in_order = sorted(kinds)
         names = [self._outputs[kind] for kind in kinds_in_order]
-        session = self._sessions.get()
+        pooled = not wide or self._wide is None
+        session = self._sessions.get() if pooled or self._wide is None else self._wide
         try:
             if self.provider == CUDA:
                 outputs = self._run_with_io_binding(session, latents, names)
@@ -172,7 +198,8 @@ class ModelRuntime:
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise ModelFailure(f"the model run failed: {type(error).__name__}") from error
         finally:
-            self._sessions.put(session)
+            if pooled:
+                self._sessions.put(session)
         return dict(zip(kinds_in_order, outputs, strict=True))
 
     def _run_with_io_binding(
@@ -186,11 +213,3 @@ class ModelRuntime:
         session.run_with_iobinding(binding)
         outputs: list[npt.NDArray] = binding.copy_outputs_to_cpu()  # type: ignore[type-arg]
         return outputs
-
-
-def load_runtime(export_dir: Path, options: RuntimeOptions) -> tuple[ModelRuntime, float]:
-    """A loaded, warmed-up runtime and the seconds it took."""
-    start = time.perf_counter()
-    runtime = ModelRuntime(export_dir, options)
-    runtime.load()
-    return runtime, time.perf_counter() - start

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -96,7 +96,10 @@ class GeneratorServer:
         """Create and warm up the sessions off the event loop, then answer SERVING."""
         runtime = self._runtime
         await asyncio.to_thread(runtime.load)
-        batcher = DynamicBatcher(runtime.run, self.config.batching, self.metrics)
+        batching = replace(
+            self.config.batching, instances=runtime.instances, wide_lane=runtime.has_wide_lane
+        )
+        batcher = DynamicBatcher(runtime.run, batching, self.metrics)
         self.plane.attach(runtime, batcher)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.started_serving_s = time.perf_counter() - self._opened
