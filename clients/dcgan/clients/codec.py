@@ -118,12 +118,8 @@ def decode(response: pb.GenerateResponse) -> Generated:
 
 
 def info_dict(info: pb.ModelInfo) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
-
-    fields: dict[str, Any] = MessageToDict(
-        info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    return fields
+    """Every field of ModelInfo by name, numbers as numbers (JSON mapping quotes 64-bit ones)."""
+    return {field.name: getattr(info, field.name) for field in info.DESCRIPTOR.fields}
 
 
 def to_pil(images: npt.NDArray | list[bytes]) -> list[Any]:  # type: ignore[type-arg]
