@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
     for arg in argv[2:]:
         if EXTRA_NAME.match(arg):
             if arg not in extras:
-                print(f"error: no extra {arg!r} in {argv[1]} (has: {', '.join(extras)})", file=sys.stderr)
+                known = ", ".join(extras)
+                print(f"error: no extra {arg!r} in {argv[1]} (has: {known})", file=sys.stderr)
                 return 2
             lines.extend(extras[arg])
         else:
