@@ -34,6 +34,9 @@ def test_sync_client_generates_walks_and_reports(server: ServerThread, export_di
         np.testing.assert_array_equal(walk[0], images[0])
         pngs = client.generate(n=2, seed=7, encoding="png")
         assert [image.size for image in to_pil(pngs)] == [(64, 64), (64, 64)]
+        pil = client.generate_images(n=2, seed=7)
+        assert [image.mode for image in pil] == ["RGB", "RGB"]
+        np.testing.assert_array_equal(np.asarray(pil[1]), images[1])
         chunks = list(client.generate_stream(n=300, seed=7))
         stream = np.concatenate([chunk.images for chunk in chunks])
         np.testing.assert_array_equal(stream[:4], images)
@@ -47,6 +50,7 @@ def test_async_client_gives_the_same_answers(server: ServerThread) -> None:
     async def scenario() -> dict[str, Any]:
         async with AsyncGeneratorClient(server.target) as client:
             images = await asyncio.gather(*(client.generate(n=1, seed=s) for s in range(8)))
+            assert (await client.generate_images(n=1, seed=3))[0].size == (64, 64)
             walk = await client.interpolate(0, 1, steps=3)
             chunks = [chunk async for chunk in client.generate_stream(n=70, seed=0)]
             return {

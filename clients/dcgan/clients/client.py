@@ -27,6 +27,7 @@ from dcgan.clients.codec import (
     info_dict,
     interpolate_request,
     latents_request,
+    to_pil,
 )
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
@@ -43,11 +44,28 @@ def credentials(
     )
 
 
-def _metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
-    return (("authorization", f"Bearer {token}"),) if token else None
+class _Connection:
+    """What both clients hold: a channel (from `grpc` or `grpc.aio`), its stubs, deadline, token."""
+
+    def __init__(
+        self,
+        api: Any,
+        target: str,
+        timeout: float | None,
+        tls: grpc.ChannelCredentials | None,
+        token: str | None,
+    ) -> None:
+        if tls is None:
+            self.channel = api.insecure_channel(target, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = api.secure_channel(target, tls, options=CHANNEL_OPTIONS)
+        self.timeout = timeout  # each call's deadline, in seconds: the server drops work past it
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._stub = pb_grpc.GeneratorStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
 
 
-class GeneratorClient:
+class GeneratorClient(_Connection):
     def __init__(
         self,
         target: str,
@@ -55,15 +73,7 @@ class GeneratorClient:
         tls: grpc.ChannelCredentials | None = None,
         token: str | None = None,
     ) -> None:
-        """`timeout`: each call's deadline, in seconds; the server drops work past its deadline."""
-        if tls is None:
-            self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-        else:
-            self.channel = grpc.secure_channel(target, tls, options=CHANNEL_OPTIONS)
-        self.timeout = timeout
-        self._metadata = _metadata(token)
-        self._stub = pb_grpc.GeneratorStub(self.channel)
-        self._health = health_pb2_grpc.HealthStub(self.channel)
+        super().__init__(grpc, target, timeout, tls, token)
 
     def __enter__(self) -> GeneratorClient:
         return self
@@ -95,6 +105,12 @@ class GeneratorClient:
     ) -> Any:
         """Images of `latents` [n, nz], or of `n` latents the server draws from `seed`."""
         return self.generate_response(latents, n=n, seed=seed, encoding=encoding).images
+
+    def generate_images(
+        self, latents: npt.ArrayLike | None = None, *, n: int | None = None, seed: int | None = None
+    ) -> list[Any]:
+        """The same as PIL images."""
+        return to_pil(self.generate(latents, n=n, seed=seed))
 
     def generate_stream(
         self,
@@ -140,7 +156,7 @@ class GeneratorClient:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
-class AsyncGeneratorClient:
+class AsyncGeneratorClient(_Connection):
     """The asyncio twin of GeneratorClient: the same methods, awaited."""
 
     def __init__(
@@ -150,14 +166,7 @@ class AsyncGeneratorClient:
         tls: grpc.ChannelCredentials | None = None,
         token: str | None = None,
     ) -> None:
-        if tls is None:
-            self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-        else:
-            self.channel = grpc.aio.secure_channel(target, tls, options=CHANNEL_OPTIONS)
-        self.timeout = timeout
-        self._metadata = _metadata(token)
-        self._stub = pb_grpc.GeneratorStub(self.channel)
-        self._health = health_pb2_grpc.HealthStub(self.channel)
+        super().__init__(grpc.aio, target, timeout, tls, token)
 
     async def __aenter__(self) -> AsyncGeneratorClient:
         return self
@@ -192,6 +201,11 @@ class AsyncGeneratorClient:
         encoding: str = "uint8",
     ) -> Any:
         return (await self.generate_response(latents, n=n, seed=seed, encoding=encoding)).images
+
+    async def generate_images(
+        self, latents: npt.ArrayLike | None = None, *, n: int | None = None, seed: int | None = None
+    ) -> list[Any]:
+        return to_pil(await self.generate(latents, n=n, seed=seed))
 
     async def generate_stream(
         self,

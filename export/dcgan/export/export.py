@@ -42,6 +42,7 @@ from dcgan.export.manifest import (
 )
 from dcgan.export.parity import BATCH_SIZES, ParityError, failures, run_parity
 from dcgan.export.sources import LoadedGenerator, load_generator, resolve_source
+from dcgan.train.checkpoint import fsync_dir
 
 OPSET = 18  # pinned: the serving image's onnxruntime must implement it
 FORMATS = (ONNX, TORCHSCRIPT)  # --onnx: the ONNX graphs; --torchscript: TorchScript and .pt2
@@ -282,7 +283,7 @@ def install(staging: Path, out_dir: Path, force: bool) -> None:
     for path in staging.iterdir():
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-    _fsync(staging)
+    fsync_dir(staging)
     old = staging.with_name(staging.name + ".old") if force and out_dir.exists() else None
     if old is not None:
         os.rename(out_dir, old)
@@ -292,14 +293,6 @@ def install(staging: Path, out_dir: Path, force: bool) -> None:
         if old is not None:
             os.rename(old, out_dir)
         raise
-    _fsync(out_dir.parent)
+    fsync_dir(out_dir.parent)
     if old is not None:
         shutil.rmtree(old)
-
-
-def _fsync(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

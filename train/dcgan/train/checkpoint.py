@@ -69,10 +69,11 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         if isinstance(error, OSError) and error.filename is None:  # name the file being written
             raise OSError(error.errno, error.strerror, str(path)) from None
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in `directory` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -128,7 +129,7 @@ def _point_latest(directory: Path, target: str) -> None:
         tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, directory / LATEST)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _prune(directory: Path, keep: int, protect: str) -> None:
