@@ -132,6 +132,14 @@ def test_client_cli_reports_server_errors_in_one_line(server: ServerThread, tmp_
     assert bad_option.returncode == 2 and "'cubic' is not one of" in bad_option.stderr
 
 
+def test_client_cli_refuses_missing_credential_files(tmp_path: Path) -> None:
+    for option, path in [("--token-file", tmp_path / "missing"), ("--tls-ca", tmp_path)]:
+        refused = client_cli("127.0.0.1:1", option, str(path), "info")
+        assert refused.returncode == 2, refused.stderr
+        assert f"Invalid value for '{option}'" in refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
 def test_bench_measures_and_writes_json(server: ServerThread, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = subprocess.run(

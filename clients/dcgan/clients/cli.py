@@ -15,6 +15,8 @@ import typer
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 
 TARGET_HELP = "host:port, or dns:///name:port to spread calls over every replica."
+# Checked by click when the command line is parsed: a usage error, not a traceback.
+READABLE: dict[str, Any] = {"exists": True, "dir_okay": False, "readable": True}
 
 
 class Method(StrEnum):
@@ -33,17 +35,23 @@ def main(
     ] = 30.0,
     token_file: Annotated[
         Path | None,
-        typer.Option(envvar="DCGAN_TOKEN_FILE", help="Bearer token for servers that ask for one."),
+        typer.Option(
+            envvar="DCGAN_TOKEN_FILE", help="Bearer token for servers that ask for one.", **READABLE
+        ),
     ] = None,
     tls_ca: Annotated[
-        Path | None, typer.Option(envvar="DCGAN_TLS_CA", help="CA certificate: connect with TLS.")
+        Path | None,
+        typer.Option(envvar="DCGAN_TLS_CA", help="CA certificate: connect with TLS.", **READABLE),
     ] = None,
     tls_cert: Annotated[
         Path | None,
-        typer.Option(envvar="DCGAN_TLS_CERT", help="Client certificate, for mutual TLS."),
+        typer.Option(
+            envvar="DCGAN_TLS_CERT", help="Client certificate, for mutual TLS.", **READABLE
+        ),
     ] = None,
     tls_key: Annotated[
-        Path | None, typer.Option(envvar="DCGAN_TLS_KEY", help="Client key, for mutual TLS.")
+        Path | None,
+        typer.Option(envvar="DCGAN_TLS_KEY", help="Client key, for mutual TLS.", **READABLE),
     ] = None,
 ) -> None:
     """Call a dcgan-serve server.
