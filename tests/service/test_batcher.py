@@ -64,13 +64,19 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.001)
 
 
+async def occupy(batcher: DynamicBatcher, model: Model, value: float = 0) -> asyncio.Task[Any]:
+    """One request the model holds (until `model.release` is set), so later ones must queue."""
+    model.release.clear()
+    held = asyncio.create_task(batcher.submit(latents(value), KINDS))
+    await until(lambda: len(model.batches) == 1)
+    return held
+
+
 def test_a_lone_request_runs_at_once_and_a_full_queue_flushes_by_size() -> None:
     async def scenario() -> None:
         model = Model()
         batcher, metrics = make(model, max_batch_size=4, max_queue_delay_s=10.0)
-        model.release.clear()
-        first = asyncio.create_task(batcher.submit(latents(0), KINDS))
-        await until(lambda: len(model.batches) == 1)  # nothing was computing: ran at once
+        first = await occupy(batcher, model)  # nothing was computing: ran at once
         rest = [asyncio.create_task(batcher.submit(latents(i), KINDS)) for i in range(1, 9)]
         await until(lambda: batcher.queued == 8)
         model.release.set()
@@ -89,9 +95,7 @@ def test_the_queue_delay_flushes_a_partial_batch_while_another_computes() -> Non
     async def scenario() -> None:
         model = Model()
         batcher, metrics = make(model, max_batch_size=8, max_queue_delay_s=0.05, instances=2)
-        model.release.clear()
-        blocker = asyncio.create_task(batcher.submit(latents(0), KINDS))
-        await until(lambda: len(model.batches) == 1)
+        blocker = await occupy(batcher, model)
         begin = time.monotonic()
         waiting = [asyncio.create_task(batcher.submit(latents(i), KINDS)) for i in (1, 2)]
         await until(lambda: len(model.batches) == 2)
@@ -123,9 +127,7 @@ def test_requests_share_batches_and_each_gets_its_own_rows() -> None:
     async def scenario() -> None:
         model = Model()
         batcher, _ = make(model, max_batch_size=5)
-        model.release.clear()
-        blocker = asyncio.create_task(batcher.submit(latents(-1), KINDS))
-        await until(lambda: len(model.batches) == 1)
+        blocker = await occupy(batcher, model, -1)
         sizes = [3, 1, 4, 2]
         tasks = [
             asyncio.create_task(batcher.submit(latents(i, n), KINDS)) for i, n in enumerate(sizes)
@@ -146,9 +148,7 @@ def test_an_expired_deadline_drops_the_latents_before_they_run() -> None:
     async def scenario() -> None:
         model = Model()
         batcher, metrics = make(model, max_batch_size=4)
-        model.release.clear()
-        blocker = asyncio.create_task(batcher.submit(latents(0), KINDS))
-        await until(lambda: len(model.batches) == 1)
+        blocker = await occupy(batcher, model)
         late = asyncio.create_task(
             batcher.submit(latents(7, 2), KINDS, deadline=time.monotonic() + 0.01)
         )
@@ -168,9 +168,7 @@ def test_a_cancelled_request_is_not_computed() -> None:
     async def scenario() -> None:
         model = Model()
         batcher, metrics = make(model, max_batch_size=4)
-        model.release.clear()
-        blocker = asyncio.create_task(batcher.submit(latents(0), KINDS))
-        await until(lambda: len(model.batches) == 1)
+        blocker = await occupy(batcher, model)
         gone = asyncio.create_task(batcher.submit(latents(5, 3), KINDS))
         kept = asyncio.create_task(batcher.submit(latents(6), KINDS))
         await until(lambda: batcher.queued == 4)
@@ -190,9 +188,7 @@ def test_an_error_fails_exactly_the_requests_of_its_batch() -> None:
         model = Model()
         batcher, _ = make(model, max_batch_size=2)
         model.fail_on = 3.0
-        model.release.clear()
-        blocker = asyncio.create_task(batcher.submit(latents(0), KINDS))
-        await until(lambda: len(model.batches) == 1)
+        blocker = await occupy(batcher, model)
         tasks = [asyncio.create_task(batcher.submit(latents(v), KINDS)) for v in (1, 2, 3, 4, 5)]
         await until(lambda: batcher.queued == 5)
         model.release.set()
@@ -221,9 +217,7 @@ def test_a_full_queue_refuses_and_a_drain_finishes_what_it_accepted() -> None:
     async def scenario() -> None:
         model = Model()
         batcher, _ = make(model, max_batch_size=4, max_queue_size=6)
-        model.release.clear()
-        blocker = asyncio.create_task(batcher.submit(latents(0), KINDS))
-        await until(lambda: len(model.batches) == 1)
+        blocker = await occupy(batcher, model)
         accepted = asyncio.create_task(batcher.submit(latents(1, 5), KINDS))
         await until(lambda: batcher.queued == 5)
         with pytest.raises(QueueFull, match="limit of 6"):
