@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
+from dcgan.contract.manifest import ONNX, TORCHSCRIPT
+from dcgan.contract.providers import ort
 from dcgan.export.export import export_generator, library_versions
-from dcgan.export.manifest import ONNX, TORCHSCRIPT
 from dcgan.train.model import Generator, ModelConfig, init_weights
 
 BATCH_SIZES = (1, 8, 64)

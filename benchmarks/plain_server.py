@@ -13,9 +13,9 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 
-from dcgan.export.manifest import ONNX_SERVING, read_manifest
+from dcgan.contract.manifest import ONNX_SERVING, read_manifest
+from dcgan.contract.providers import ort
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 

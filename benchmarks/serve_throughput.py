@@ -28,10 +28,10 @@ from typing import Any
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dcgan.export.manifest import ONNX, read_manifest
+from dcgan.contract.manifest import ONNX, read_manifest
+from dcgan.contract.providers import ort
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = [  # name, concurrency, latents per request, raw batch to compare with

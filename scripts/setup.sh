@@ -1,25 +1,18 @@
-# Sourced by demo.sh and test.sh: the virtual environment .venv with the pinned packages
-# (constraints.txt), installed once and again only when pyproject.toml or the pins change.
-# Usage: source scripts/setup.sh [--dev]    (--dev adds the test and lint tools)
+# Sourced by demo.sh and test.sh: the workspace's environment, .venv, exactly as uv.lock pins it.
+# `uv sync --locked` installs every package of the workspace (editable) and the dev tools, and
+# does nothing when .venv already matches the lock. uv itself comes from PyPI the first time.
+# Usage: source scripts/setup.sh
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-groups=()
-[[ "${1:-}" == "--dev" ]] && groups=(--group dev)
-
-python=python3.11
-command -v "$python" >/dev/null || python=python3
-"$python" -c 'import sys; assert sys.version_info[:2] >= (3, 11), "dcgan-serving needs Python 3.11+"'
-
-[[ -x "$root/.venv/bin/python" ]] || "$python" -m venv "$root/.venv"
-stamp="$root/.venv/.dcgan-installed"
-want=$(cat "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -c1-16)"${groups[*]:-}"
-if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    echo "setting up $root/.venv (torch, onnxruntime, grpc ...; a few minutes the first time)" >&2
-    "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check -U "pip>=25.1"
-    "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check \
-        -c "$root/constraints.txt" -e "$root[train,serve]" "${groups[@]}"
-    echo "$want" > "$stamp"
+uv_version=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["tool"]["uv"]["required-version"].lstrip("="))' "$root/pyproject.toml")
+uv="$root/.cache/uv-$uv_version/bin/uv"
+if [[ ! -x "$uv" ]]; then
+    python=python3.11
+    command -v "$python" >/dev/null || python=python3
+    echo "installing uv $uv_version from PyPI into $root/.cache" >&2
+    "$python" -m venv "$root/.cache/uv-$uv_version"
+    "$root/.cache/uv-$uv_version/bin/pip" install -q --disable-pip-version-check "uv==$uv_version"
 fi
+"$uv" sync --locked --quiet --project "$root"
 # shellcheck disable=SC1091
 source "$root/.venv/bin/activate"
-export ORT_DISABLE_TELEMETRY=1  # onnxruntime's telemetry is on by default in its Linux wheels

@@ -3,9 +3,9 @@
 # Extra arguments go to pytest, e.g. bash scripts/test.sh -m "not slow" tests/service
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh --dev
+source scripts/setup.sh
 
 ruff check .
 ruff format --check .
-mypy -p dcgan.train -p dcgan.export -p dcgan.service -p dcgan.clients
+mypy -p dcgan.contract -p dcgan.train -p dcgan.export -p dcgan.service -p dcgan.clients
 python -m pytest "$@"

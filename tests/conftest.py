@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # before any onnxruntime session: no telemetry from tests
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

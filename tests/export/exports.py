@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dcgan.contract.manifest import Manifest
 from dcgan.export.export import export_generator
-from dcgan.export.manifest import Manifest
 from dcgan.export.sources import load_generator
 from dcgan.train.model import Generator, init_weights
 from tests.train.test_model import pytorch_examples_netg

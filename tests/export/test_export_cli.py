@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from typer.testing import CliRunner, Result
 
+from dcgan.contract.manifest import ONNX_SERVING, file_sha256, read_manifest, verified_artifact
+from dcgan.contract.providers import ort
 from dcgan.export.cli import app
-from dcgan.export.manifest import ONNX_SERVING, file_sha256, read_manifest, verified_artifact
 from dcgan.export.parity import latents, pixel_mismatch
 from dcgan.train.train import resolve_config, train
 from tests.export.exports import SMALL, SMALL_FLAGS, examples_state_dict

@@ -8,11 +8,9 @@ from datetime import datetime
 from pathlib import Path
 
 import onnx
-import onnxruntime as ort
 import pytest
 
-from dcgan.export.export import OPSET
-from dcgan.export.manifest import (
+from dcgan.contract.manifest import (
     MANIFEST,
     ONNX,
     ONNX_FP16,
@@ -24,6 +22,8 @@ from dcgan.export.manifest import (
     read_manifest,
     verified_artifact,
 )
+from dcgan.contract.providers import ort
+from dcgan.export.export import OPSET
 from tests.export.exports import SMALL, Exported
 
 

@@ -12,15 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
+from dcgan.contract.manifest import ARTIFACT_FILES, ONNX, ONNX_FP16, ONNX_SERVING, OnnxInterface
+from dcgan.contract.providers import CPU, CUDA, cuda_unavailable_reason, ort
 from dcgan.export import parity
-from dcgan.export.manifest import ARTIFACT_FILES, ONNX, ONNX_FP16, ONNX_SERVING, OnnxInterface
 from dcgan.export.parity import (
     BATCH_SIZES,
-    CPU,
     allclose,
     check_onnx_structure,
     failures,
@@ -128,7 +127,7 @@ def test_the_manifest_records_every_check_that_ran_and_each_that_could_not(
     assert all("differing_pixels" in r for r in pixel_records)
     structure = [r for r in records if "check" in r]
     assert {r["artifact"] for r in structure} == {FLOAT, SERVING, FP16}
-    if parity.cuda_skip_reason() is not None:  # this machine: the CUDA checks are named as not run
+    if cuda_unavailable_reason() is not None:  # this machine: the CUDA checks are named as not run
         skipped = [r for r in records if r["passed"] is None]
         assert {r["artifact"] for r in skipped} == {FLOAT, SERVING, FP16}
         assert all(r["skipped"] for r in skipped)
@@ -162,7 +161,7 @@ def test_cuda_is_checked_only_where_a_session_really_runs_on_it(small_export: Ex
     assert sessions[CPU].get_providers()[0] == CPU
     for provider, session in sessions.items():
         assert session.get_providers()[0] == provider
-    assert (skipped is None) == (parity.CUDA in sessions)
+    assert (skipped is None) == (CUDA in sessions)
 
 
 def test_torchscript_and_pt2_load_without_our_code(small_export: Exported, tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from dcgan.service.server import GeneratorServer, ServerConfig
 
 def make_export(out: Path, seed: int = 0) -> Path:
     """A real pipeline in miniature: one training step (64x64 RGB, ngf 16), then dcgan-export."""
+    from dcgan.contract.manifest import ONNX
     from dcgan.export.export import export_generator
-    from dcgan.export.manifest import ONNX
     from dcgan.train.train import resolve_config, train
 
     run = out.parent / f"{out.name}-run"

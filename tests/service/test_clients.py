@@ -16,7 +16,7 @@ from PIL import Image
 
 from dcgan.clients.client import AsyncGeneratorClient, GeneratorClient
 from dcgan.clients.codec import to_pil
-from dcgan.service.latents import seeded_latents
+from dcgan.contract.seeded import seeded_latents
 
 from .conftest import ServerThread
 from .test_server import direct

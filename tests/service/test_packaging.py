@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -14,8 +18,42 @@ SERVING_MODULES = [
     "dcgan.clients.client",
     "dcgan.clients.cli",
     "dcgan.clients.bench",
-    "dcgan.export.manifest",
+    "dcgan.contract.manifest",
 ]
+
+
+def locked_closure(package: str, extras: tuple[str, ...] = ()) -> set[str]:
+    """Every package that installing `package[extras]` from uv.lock brings, itself included."""
+    locked = {
+        entry["name"]: entry for entry in tomllib.loads((ROOT / "uv.lock").read_text())["package"]
+    }
+    visited: set[tuple[str, tuple[str, ...]]] = set()
+    pending = [(package, extras)]
+    while pending:
+        name, wanted = pending.pop()
+        if (name, wanted) in visited:
+            continue
+        visited.add((name, wanted))
+        entry: dict[str, Any] = locked[name]
+        dependencies = list(entry.get("dependencies", []))
+        for extra in wanted:
+            dependencies += entry.get("optional-dependencies", {}).get(extra, [])
+        pending += [(dep["name"], tuple(dep.get("extra", ()))) for dep in dependencies]
+    return {name for name, _ in visited}
+
+
+@pytest.mark.parametrize(
+    ("package", "extras"),
+    [("dcgan-serve", ("cpu",)), ("dcgan-serve", ("gpu",)), ("dcgan-client", ())],
+)
+def test_the_serving_packages_depend_on_no_torch(package: str, extras: tuple[str, ...]) -> None:
+    closure = locked_closure(package, extras)
+    assert "dcgan-protos" in closure and "grpcio" in closure
+    assert not closure & {"torch", "torchvision", "dcgan-train", "dcgan-export"}
+
+
+def test_the_training_side_does_bring_torch() -> None:
+    assert {"torch", "torchvision", "dcgan-train"} <= locked_closure("dcgan-export")
 
 
 def test_serving_and_clients_import_without_torch() -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 import pytest
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,7 +20,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from PIL import Image
 
-from dcgan.service.latents import seeded_latents
+from dcgan.contract.providers import ort
+from dcgan.contract.seeded import seeded_latents
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from dcgan.export.manifest import Manifest
+    from dcgan.contract.manifest import Manifest
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -64,8 +64,8 @@ def main(
 
     Example: dcgan-export runs/mnist --out exports/mnist
     """
+    from dcgan.contract.manifest import ONNX, TORCHSCRIPT
     from dcgan.export.export import ExportError, artifact_kinds, export_generator
-    from dcgan.export.manifest import ONNX, TORCHSCRIPT
     from dcgan.export.parity import ParityError
     from dcgan.export.sources import SourceError
 

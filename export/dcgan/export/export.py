@@ -21,12 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnx import helper, numpy_helper
 
-from dcgan.export.inference import Float16Generator, fold_batchnorm
-from dcgan.export.manifest import (
+from dcgan.contract.manifest import (
     ARTIFACT_FILES,
     MANIFEST,
     ONNX,
@@ -40,6 +38,8 @@ from dcgan.export.manifest import (
     artifact_record,
     onnx_metadata,
 )
+from dcgan.contract.providers import ort
+from dcgan.export.inference import Float16Generator, fold_batchnorm
 from dcgan.export.parity import BATCH_SIZES, ParityError, failures, run_parity
 from dcgan.export.sources import LoadedGenerator, load_generator, resolve_source
 from dcgan.train.checkpoint import fsync_dir
@@ -218,7 +218,7 @@ def save_onnx(graph: onnx.ModelProto, path: Path, manifest: Manifest, kind: str)
 
 def library_versions() -> dict[str, str]:
     return {
-        "dcgan-serving": metadata.version("dcgan-serving"),
+        "dcgan-serving": metadata.version("dcgan-export"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnx": onnx.__version__,

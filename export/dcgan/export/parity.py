@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnx
-import onnxruntime as ort
 import torch
 
-from dcgan.export.inference import Float16Generator, fold_batchnorm
-from dcgan.export.manifest import (
+from dcgan.contract.manifest import (
     ONNX,
     ONNX_FP16,
     ONNX_SERVING,
@@ -30,6 +28,8 @@ from dcgan.export.manifest import (
     onnx_metadata,
     verified_artifact,
 )
+from dcgan.contract.providers import CPU, CUDA, cuda_unavailable_reason, ort, session_providers
+from dcgan.export.inference import Float16Generator, fold_batchnorm
 from dcgan.train.model import Generator
 
 BATCH_SIZES = (1, 2, 7, 64, 256)
@@ -38,11 +38,6 @@ ORT_RTOL, ORT_ATOL = 1e-3, 1e-5  # onnxruntime against eager: other kernels, oth
 TORCH_ATOL = 1e-6  # TorchScript and torch.export run eager's own kernels
 FP16_ATOL = 1e-2  # the float16 graph's largest error on an output in [-1, 1]
 TIE_WINDOW = 1e-3  # a pixel value this close to k + 0.5 (in 0..255) may round either way
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-# onnxruntime's CUDA provider runs float32 convolutions in TF32 unless told not to, which is
-# float32 parity no more: the CUDA checks hold the graph to float32 arithmetic.
-CUDA_OPTIONS = {"use_tf32": "0"}
 RUNTIMES = {CPU: f"onnxruntime {CPU}", CUDA: f"onnxruntime {CUDA} (use_tf32=0)"}
 
 Array = npt.NDArray[Any]
@@ -162,15 +157,6 @@ def eager_images(
     return references
 
 
-def cuda_skip_reason() -> str | None:
-    """Why onnxruntime's CUDA provider will not be tried here, or None when it will be."""
-    if CUDA not in ort.get_available_providers():
-        return "this onnxruntime has no CUDA provider"
-    if not Path("/dev/nvidiactl").exists():
-        return "no NVIDIA device on this machine"
-    return None
-
-
 def onnxruntime_sessions(path: Path) -> tuple[dict[str, ort.InferenceSession], Record | None]:
     """A session per provider that really runs here: CPU, and CUDA when it starts.
 
@@ -178,10 +164,10 @@ def onnxruntime_sessions(path: Path) -> tuple[dict[str, ort.InferenceSession], R
     in use is read back from the session, never from get_available_providers(). The second value
     records a CUDA check that could not run, for the manifest.
     """
-    sessions = {CPU: ort.InferenceSession(str(path), providers=providers(CPU))}
-    reason = cuda_skip_reason()
+    sessions = {CPU: ort.InferenceSession(str(path), providers=session_providers(CPU))}
+    reason = cuda_unavailable_reason()
     if reason is None:
-        session = ort.InferenceSession(str(path), providers=providers(CUDA))
+        session = ort.InferenceSession(str(path), providers=session_providers(CUDA))
         if session.get_providers()[0] == CUDA:
             sessions[CUDA] = session
         else:
@@ -198,11 +184,6 @@ def onnxruntime_sessions(path: Path) -> tuple[dict[str, ort.InferenceSession], R
     return sessions, skipped
 
 
-def providers(provider: str) -> list[str | tuple[str, dict[str, str]]]:
-    """The providers argument for a session on `provider`: CUDA with its options, CPU behind."""
-    return [CPU] if provider == CPU else [(CUDA, CUDA_OPTIONS), CPU]
-
-
 def float32_fallback_ops(path: Path, provider: str) -> list[str]:
     """Ops of a float16 graph that `provider` runs in float32 for want of float16 kernels.
 
@@ -213,7 +194,7 @@ def float32_fallback_ops(path: Path, provider: str) -> list[str]:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.optimized_model_filepath = str(Path(tmp) / "as-run.onnx")
-        ort.InferenceSession(str(path), options, providers=providers(provider))
+        ort.InferenceSession(str(path), options, providers=session_providers(provider))
         as_run = onnx.load(options.optimized_model_filepath)
     original = {node.name for node in onnx.load(str(path), load_external_data=False).graph.node}
     inserted = {

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from dcgan.export.manifest import Source, file_sha256
+from dcgan.contract.manifest import Source, file_sha256
 from dcgan.train.checkpoint import (
     FORMAT,
     CheckpointError,

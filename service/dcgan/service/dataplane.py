@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from dcgan.contract.seeded import seeded_latents
 from dcgan.service.batcher import BatchingOptions, DynamicBatcher
 from dcgan.service.errors import InvalidInput, ResponseTooLarge, Unavailable
-from dcgan.service.latents import Latents, check_latents, interpolate, seeded_latents
+from dcgan.service.latents import Latents, check_latents, interpolate
 from dcgan.service.runtime import PIXELS, VALUES, ModelRuntime, ModelSpec
 
 UINT8 = "uint8"  # raw pixels, [n, H, W, C]

@@ -1,8 +1,6 @@
-"""Latents: decoding what callers send, drawing seeded ones, and interpolating between two.
+"""Latents: decoding what callers send, checking them, and interpolating between two.
 
-The seeded generator is the one documented in protos/dcgan/v1/generator.proto: the standard
-SplitMix64 sequence turned into normals by Box-Muller, simple enough to reimplement in any
-language, so a seed means the same latents everywhere.
+Seeded latents come from `dcgan.contract.seeded`, the generator the .proto documents.
 """
 
 from __future__ import annotations
@@ -13,32 +11,6 @@ import numpy.typing as npt
 from dcgan.service.errors import InvalidInput
 
 Latents = npt.NDArray[np.float32]  # [n, nz]
-
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-def _splitmix64(seed: int, count: int) -> npt.NDArray[np.uint64]:
-    """Outputs 0 .. count-1 of SplitMix64 seeded with `seed` (wrapping uint64 arithmetic)."""
-    x = np.uint64(seed) + (np.arange(1, count + 1, dtype=np.uint64) * _GAMMA)
-    x = (x ^ (x >> np.uint64(30))) * _MIX1
-    x = (x ^ (x >> np.uint64(27))) * _MIX2
-    result: npt.NDArray[np.uint64] = x ^ (x >> np.uint64(31))
-    return result
-
-
-def seeded_latents(seed: int, count: int, nz: int) -> Latents:
-    """`count` latents of N(0, 1) values drawn from `seed` (a prefix of any larger count's)."""
-    values = count * nz
-    pairs = (values + 1) // 2
-    uniform = ((_splitmix64(seed, 2 * pairs) >> np.uint64(11)) + np.uint64(1)) / 2.0**53
-    radius = np.sqrt(-2.0 * np.log(uniform[0::2]))
-    angle = 2.0 * np.pi * uniform[1::2]
-    normals = np.empty(2 * pairs, dtype=np.float64)
-    normals[0::2] = radius * np.cos(angle)
-    normals[1::2] = radius * np.sin(angle)
-    return normals[:values].astype(np.float32).reshape(count, nz)
 
 
 def decode_packed(data: bytes, nz: int) -> Latents:

@@ -21,21 +21,26 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
-from dcgan.export.manifest import (
+from dcgan.contract.manifest import (
     ONNX_SERVING,
     Manifest,
     ManifestError,
     read_manifest,
     verified_artifact,
 )
+from dcgan.contract.providers import (
+    CPU,
+    CUDA,
+    Providers,
+    cuda_unavailable_reason,
+    ort,
+    session_providers,
+)
 from dcgan.service.errors import ModelFailure
 
 _LOGGER = logging.getLogger(__name__)
 
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
 PIXELS = "pixels"  # output kind: uint8 [n, H, W, C]
 VALUES = "values"  # output kind: float32 [n, C, H, W]
 
@@ -154,25 +159,16 @@ class ModelRuntime:
         self._warm_up(session)
         return session
 
-    def _providers(self) -> list[str | tuple[str, dict[str, str]]]:
-        """CUDA then CPU, or CPU alone; auto skips CUDA on machines without an NVIDIA device.
-
-        CUDA runs in true float32 (use_tf32=0): onnxruntime's default TF32 convolutions would
-        serve something other than what dcgan-export's parity checks proved.
-        """
+    def _providers(self) -> Providers:
+        """CPU alone, or CUDA with the CPU behind it; auto takes CUDA only where it can start."""
         if self.options.device == "cpu":
-            return [CPU]
-        if CUDA not in ort.get_available_providers():
-            if self.options.device == "cuda":
-                raise ModelLoadError(
-                    "--device cuda was asked for, but this onnxruntime has no CUDA provider"
-                )
-            return [CPU]
-        if self.options.device == "auto" and not Path("/dev/nvidiactl").exists():
-            return [CPU]
-        if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from the nvidia-* wheels, if installed
-            ort.preload_dlls()
-        return [(CUDA, {"use_tf32": "0"}), CPU]
+            return session_providers(CPU)
+        reason = cuda_unavailable_reason()
+        if reason is None:
+            return session_providers(CUDA)
+        if self.options.device == "cuda":
+            raise ModelLoadError(f"--device cuda was asked for, but {reason}")
+        return session_providers(CPU)
 
     def _warm_up(self, session: ort.InferenceSession) -> None:
         for batch in self.options.warmup_batch_sizes:

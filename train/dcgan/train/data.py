@@ -66,13 +66,8 @@ class _Digits(Dataset[tuple[Image.Image, int]]):
     """The 1,797 8x8 handwritten digits that scikit-learn ships: real images, offline."""
 
     def __init__(self) -> None:
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError:
-            raise DataError(
-                "the embedded digits data set needs scikit-learn: "
-                "pip install 'dcgan-serving[train]'"
-            ) from None
+        from sklearn.datasets import load_digits
+
         digits = load_digits()
         # 17 grey levels (0..16) of white ink on black, as MNIST.
         self.images = (torch.from_numpy(digits.images) * (255 / 16)).round().to(torch.uint8)
