@@ -63,7 +63,7 @@ class ServerThread:
         return f"127.0.0.1:{self.server.port}"
 
     def stop(self) -> None:
-        if not self.server._stopped.is_set():
+        if not self.server.stopped:
             self.call(self.server.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

@@ -17,7 +17,6 @@ BATCH = "Batching"
 LIMITS = "Limits"
 NET = "Network"
 SECURITY = "Security"
-SECURITY = "Security"
 
 
 class Device(StrEnum):

@@ -70,7 +70,7 @@ class GeneratorServer:
         self._metrics_http: object = None
         self._runtime: ModelRuntime
         self._opened = 0.0
-        self._stopped = asyncio.Event()
+        self.stopped = False  # stop() has finished
 
     async def start(self) -> None:
         await self.open()
@@ -185,7 +185,7 @@ class GeneratorServer:
             self.plane.batcher.shutdown()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()  # type: ignore[attr-defined]
-        self._stopped.set()
+        self.stopped = True
         _LOGGER.info("answered: %s", self.answered())
 
     def answered(self) -> str:
@@ -197,9 +197,6 @@ class GeneratorServer:
                     labels = sample.labels
                     counts.append(f"{labels['method']} {labels['code']}={int(sample.value)}")
         return ", ".join(sorted(counts)) or "none"
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
 
 def write_port_file(path: Path, port: int) -> None:
