@@ -101,12 +101,13 @@ class StatusMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def _fail(
         self, name: str, error: BaseException, context: grpc.aio.ServicerContext
     ) -> None:
+        """Count the call under the error's status code and end it (context.abort raises)."""
         code, detail = status_of(error)
-        self._metrics.requests.labels(name, code.name).inc()
+        self._count(name, code)
         await context.abort(code, detail)
 
-    def _count_cancelled(self, name: str) -> None:
-        self._metrics.requests.labels(name, grpc.StatusCode.CANCELLED.name).inc()
+    def _count(self, name: str, code: grpc.StatusCode) -> None:
+        self._metrics.requests.labels(name, code.name).inc()
 
     def _unary(
         self, name: str, behavior: Callable[..., Awaitable[Any]]
@@ -117,12 +118,13 @@ class StatusMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     raise InvalidInput(f"the request is not a valid message for {name}")
                 response = await behavior(request, context)
             except asyncio.CancelledError:
-                self._count_cancelled(name)
+                self._count(name, grpc.StatusCode.CANCELLED)
                 raise
             except Exception as error:
                 await self._fail(name, error, context)
-            self._metrics.requests.labels(name, grpc.StatusCode.OK.name).inc()
-            return response
+            else:
+                self._count(name, grpc.StatusCode.OK)
+                return response
 
         return handle
 
@@ -136,11 +138,12 @@ class StatusMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 async for response in behavior(request, context):
                     yield response
             except asyncio.CancelledError:
-                self._count_cancelled(name)
+                self._count(name, grpc.StatusCode.CANCELLED)
                 raise
             except Exception as error:
                 await self._fail(name, error, context)
-            self._metrics.requests.labels(name, grpc.StatusCode.OK.name).inc()
+            else:
+                self._count(name, grpc.StatusCode.OK)
 
         return handle
 
