@@ -47,9 +47,14 @@ def latents(value: float, count: int = 1) -> np.ndarray:
     return np.full((count, 3), value, dtype=np.float32)
 
 
-def make(model: Model, **options: Any) -> tuple[DynamicBatcher, ServiceMetrics]:
+def make(
+    model: Model, instances: int = 1, wide_lane: bool = False, **options: Any
+) -> tuple[DynamicBatcher, ServiceMetrics]:
     metrics = ServiceMetrics()
-    return DynamicBatcher(model, BatchingOptions(**options), metrics), metrics
+    batcher = DynamicBatcher(
+        model, BatchingOptions(**options), metrics, instances=instances, wide_lane=wide_lane
+    )
+    return batcher, metrics
 
 
 def counter(metrics: ServiceMetrics, name: str, **labels: str) -> float:

@@ -36,11 +36,11 @@ RunBatch = Callable[
 
 @dataclass(frozen=True)
 class BatchingOptions:
+    """The user's batching settings; what the model can do comes to DynamicBatcher itself."""
+
     max_batch_size: int = 64  # latents per model run
     max_queue_delay_s: float = 0.002  # the longest a request waits for a batch to fill
     max_queue_size: int = 4096  # latents waiting at most; more is refused with QueueFull
-    instances: int = 1  # model runs in parallel
-    wide_lane: bool = False  # run a lone batch at low load on all cores (run_batch's `wide`)
 
 
 @dataclass(frozen=True)
@@ -109,16 +109,29 @@ class _Part:
 
 
 class DynamicBatcher:
+    """Batches for `run_batch`, which runs up to `instances` batches in parallel.
+
+    `wide_lane`: `run_batch(..., wide=True)` runs one batch on every core, holding all instances.
+    """
+
     def __init__(
-        self, run_batch: RunBatch, options: BatchingOptions, metrics: ServiceMetrics
+        self,
+        run_batch: RunBatch,
+        options: BatchingOptions,
+        metrics: ServiceMetrics,
+        *,
+        instances: int = 1,
+        wide_lane: bool = False,
     ) -> None:
         self._run_batch = run_batch
         self.options = options
         self._metrics = metrics
+        self._instances = instances
+        self._wide_lane = wide_lane
         self._queue: deque[_Slice] = deque()
         self._queued = 0  # latents in the queue
-        self._free = options.instances
-        self._executor = ThreadPoolExecutor(options.instances, thread_name_prefix="model")
+        self._free = instances
+        self._executor = ThreadPoolExecutor(instances, thread_name_prefix="model")
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._idle = asyncio.Event()
@@ -171,7 +184,7 @@ class DynamicBatcher:
             self._timer.cancel()
             self._timer = None
         while self._free > 0 and self._queue:
-            computing = self._free < self.options.instances
+            computing = self._free < self._instances
             oldest = self._queue[0].request.submitted
             waited = time.monotonic() - oldest
             if self._queued >= self.options.max_batch_size:
@@ -186,15 +199,13 @@ class DynamicBatcher:
                 return
             # A handful of latents with nothing computing: all cores on them (low latency).
             # Otherwise spread what waits over the free instances, so no core idles.
-            wide = (
-                self.options.wide_lane and not computing and self._queued <= self.options.instances
-            )
+            wide = self._wide_lane and not computing and self._queued <= self._instances
             size = min(self.options.max_batch_size, -(-self._queued // self._free))
             parts = self._take(self.options.max_batch_size if wide else size)
             if parts:
                 self._start(parts, reason, wide)
         self._metrics.queue_depth.set(self._queued)
-        if not self._queue and self._free == self.options.instances:
+        if not self._queue and self._free == self._instances:
             self._idle.set()
 
     def _take(self, capacity: int) -> list[_Part]:
@@ -242,7 +253,7 @@ class DynamicBatcher:
                 [p.request.latents[p.start : p.start + p.count] for p in parts]
             )
         kinds = frozenset().union(*(p.request.kinds for p in parts))
-        slots = self.options.instances if wide else 1
+        slots = self._instances if wide else 1
         self._free -= slots
         self._metrics.flushes.labels(reason).inc()
         self._metrics.batch_size.observe(len(latents))

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -96,10 +96,13 @@ class GeneratorServer:
         """Create and warm up the sessions off the event loop, then answer SERVING."""
         runtime = self._runtime
         await asyncio.to_thread(runtime.load)
-        batching = replace(
-            self.config.batching, instances=runtime.instances, wide_lane=runtime.has_wide_lane
+        batcher = DynamicBatcher(
+            runtime.run,
+            self.config.batching,
+            self.metrics,
+            instances=runtime.instances,
+            wide_lane=runtime.has_wide_lane,
         )
-        batcher = DynamicBatcher(runtime.run, batching, self.metrics)
         self.plane.attach(runtime, batcher)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.started_serving_s = time.perf_counter() - self._opened

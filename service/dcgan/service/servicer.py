@@ -127,7 +127,7 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
             max_batch_size=batching.max_batch_size,
             max_queue_delay_us=int(batching.max_queue_delay_s * 1e6),
             max_queue_size=batching.max_queue_size,
-            instances=batching.instances,
+            instances=self.plane.runtime.instances,
             max_latents_per_request=self.plane.limits.max_latents_per_request,
             max_stream_latents=self.plane.limits.max_stream_latents,
             source_step=-1 if spec.source_step is None else spec.source_step,
