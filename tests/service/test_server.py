@@ -22,6 +22,7 @@ from PIL import Image
 
 from dcgan.contract.providers import ort
 from dcgan.contract.seeded import seeded_latents
+from dcgan.service.runtime import available_cores
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 
@@ -197,8 +198,13 @@ def test_model_info_says_what_is_served(server: ServerThread) -> None:
     assert (info.nz, info.channels, info.image_size) == (100, 3, 64)
     assert (info.output_min, info.output_max) == (-1.0, 1.0)
     assert info.execution_provider == "CPUExecutionProvider"
-    assert info.opset == 18 and info.max_batch_size == 64 and info.source_step == 1
-    assert len(info.model_sha256) == 64
+    assert info.opset == 18 and info.source_step == 1
+    assert len(info.model_sha256) == 64 and info.model_id == f"dcgan-{info.model_sha256[:12]}"
+    # the settings of server_config(), and the CPU's instances (cores, at most 4)
+    assert (info.max_batch_size, info.max_queue_delay_us, info.max_queue_size) == (64, 2000, 4096)
+    assert info.instances == min(available_cores(), 4)
+    assert (info.max_latents_per_request, info.max_stream_latents) == (256, 4096)
+    assert info.max_response_bytes == 4 * 2**20
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -371,6 +377,8 @@ def test_health_is_not_serving_until_the_model_is_warm(export_dir: Path) -> None
             == health_pb2.HealthCheckResponse.NOT_SERVING
         )
         code, detail = code_of(stub(thread.target).Generate, packed(random_latents(1)))
+        assert code == grpc.StatusCode.UNAVAILABLE and "loading" in detail
+        code, detail = code_of(stub(thread.target).GetModelInfo, pb.GetModelInfoRequest())
         assert code == grpc.StatusCode.UNAVAILABLE and "loading" in detail
         thread.call(thread.server.load_model())
         assert health_status(thread.target) == health_pb2.HealthCheckResponse.SERVING

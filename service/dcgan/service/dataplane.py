@@ -39,6 +39,17 @@ class RequestLimits:
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """What the data plane serves: the model, where it runs, how it batches, what it accepts."""
+
+    spec: ModelSpec
+    execution_provider: str  # the onnxruntime provider the sessions run on
+    instances: int  # batches computed in parallel
+    batching: BatchingOptions
+    limits: RequestLimits
+
+
+@dataclass(frozen=True)
 class Images:
     encoding: str
     array: npt.NDArray | None  # type: ignore[type-arg]  # uint8 or float32 encodings
@@ -82,6 +93,17 @@ class DataPlane:
         if self.batcher is None:
             raise Unavailable("the model is still loading")
         return self.batcher.options
+
+    def model_info(self) -> ModelInfo:
+        if self.runtime is None or self.batcher is None:
+            raise Unavailable("the model is still loading")
+        return ModelInfo(
+            spec=self.runtime.spec,
+            execution_provider=self.runtime.provider,
+            instances=self.runtime.instances,
+            batching=self.batcher.options,
+            limits=self.limits,
+        )
 
     def seeded(self, seed: int, count: int, limit: int | None = None) -> Latents:
         limit = self.limits.max_latents_per_request if limit is None else limit

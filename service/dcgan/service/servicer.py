@@ -112,8 +112,8 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
-        spec, batching = self.plane.spec, self.plane.batching
-        assert self.plane.runtime is not None
+        info = self.plane.model_info()
+        spec, batching, limits = info.spec, info.batching, info.limits
         return pb.ModelInfo(
             nz=spec.nz,
             channels=spec.channels,
@@ -123,13 +123,13 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
             model_id=spec.model_id,
             model_sha256=spec.sha256,
             opset=spec.opset,
-            execution_provider=self.plane.runtime.provider,
+            execution_provider=info.execution_provider,
             max_batch_size=batching.max_batch_size,
             max_queue_delay_us=int(batching.max_queue_delay_s * 1e6),
             max_queue_size=batching.max_queue_size,
-            instances=self.plane.runtime.instances,
-            max_latents_per_request=self.plane.limits.max_latents_per_request,
-            max_stream_latents=self.plane.limits.max_stream_latents,
+            instances=info.instances,
+            max_latents_per_request=limits.max_latents_per_request,
+            max_stream_latents=limits.max_stream_latents,
             source_step=-1 if spec.source_step is None else spec.source_step,
-            max_response_bytes=self.plane.limits.max_response_bytes,
+            max_response_bytes=limits.max_response_bytes,
         )
