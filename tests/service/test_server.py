@@ -235,7 +235,7 @@ BAD_REQUESTS = [
     (
         "unknown encoding",
         pb.GenerateRequest(seeded=pb.SeededLatents(count=1), encoding=42),
-        "unknown encoding 42",
+        "unknown encoding 42 (known: uint8, float32, png)",
     ),
 ]
 
@@ -291,7 +291,14 @@ BAD_WALKS = [
         pb.InterpolateRequest(
             start=pb.Endpoint(seed=1), end=pb.Endpoint(seed=2), steps=3, method=9
         ),
-        "unknown interpolation method 9",
+        "unknown interpolation method 9 (known: linear, slerp)",
+    ),
+    (
+        "bad encoding",
+        pb.InterpolateRequest(
+            start=pb.Endpoint(seed=1), end=pb.Endpoint(seed=2), steps=3, encoding=5
+        ),
+        "unknown encoding 5 (known: uint8, float32, png)",
     ),
 ]
 
@@ -303,6 +310,13 @@ def test_bad_walks_get_invalid_argument(
     code, message = code_of(stub(server.target).Interpolate, request_)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert detail in message
+
+
+def test_a_stream_with_an_unknown_encoding_gets_invalid_argument(server: ServerThread) -> None:
+    request = pb.GenerateRequest(seeded=pb.SeededLatents(count=1), encoding=9)
+    code, message = code_of(lambda r: list(stub(server.target).GenerateStream(r)), request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message == "unknown encoding 9 (known: uint8, float32, png)"
 
 
 def test_undecodable_bytes_get_invalid_argument(server: ServerThread) -> None:

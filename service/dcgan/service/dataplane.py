@@ -24,7 +24,9 @@ UINT8 = "uint8"  # raw pixels, [n, H, W, C]
 FLOAT32 = "float32"  # raw values in the output range, [n, C, H, W]
 PNG = "png"  # one PNG file per image
 ENCODINGS = (UINT8, FLOAT32, PNG)
-METHODS = ("linear", "slerp")
+LINEAR = "linear"  # interpolation along the straight line
+SLERP = "slerp"  # interpolation along the great circle
+METHODS = (LINEAR, SLERP)
 _KIND = {UINT8: frozenset({PIXELS}), PNG: frozenset({PIXELS}), FLOAT32: frozenset({VALUES})}
 STREAM_CHUNK_BYTES = 2 * 2**20  # images per GenerateStream message: about this many bytes
 PNG_OVERHEAD = 512  # bytes a PNG may add to its raw pixels when they do not compress
@@ -58,6 +60,11 @@ class Images:
     queue_s: float
     compute_s: float
     offset: int = 0  # GenerateStream: index of the first image
+
+
+def check_encoding(encoding: str) -> None:
+    if encoding not in ENCODINGS:
+        raise InvalidInput(f"unknown encoding {encoding} (known: {', '.join(ENCODINGS)})")
 
 
 def encode_pngs(pixels: npt.NDArray[np.uint8]) -> list[bytes]:
@@ -115,9 +122,7 @@ class DataPlane:
         """The most bytes one image takes in a response with `encoding`."""
         spec = self.spec
         pixels = spec.channels * spec.image_size**2
-        return {UINT8: pixels, FLOAT32: 4 * pixels, PNG: pixels + PNG_OVERHEAD}.get(
-            encoding, pixels
-        )
+        return {UINT8: pixels, FLOAT32: 4 * pixels, PNG: pixels + PNG_OVERHEAD}[encoding]
 
     def _check_response_size(self, count: int, encoding: str) -> None:
         size = count * self.image_bytes(encoding) + MESSAGE_OVERHEAD
@@ -130,6 +135,7 @@ class DataPlane:
             )
 
     async def generate(self, latents: Latents, encoding: str, deadline: float | None) -> Images:
+        check_encoding(encoding)
         check_latents(latents, self.limits.max_latents_per_request)
         self._check_response_size(len(latents), encoding)
         return await self._images(latents, encoding, deadline)
@@ -138,6 +144,7 @@ class DataPlane:
         self, latents: Latents, encoding: str, deadline: float | None
     ) -> AsyncIterator[Images]:
         """Images in chunks of about STREAM_CHUNK_BYTES; the next computes while one is sent."""
+        check_encoding(encoding)
         check_latents(latents, self.limits.max_stream_latents)
         per_image = self.image_bytes(encoding)
         chunk = max(1, min(self.batching.max_batch_size, STREAM_CHUNK_BYTES // per_image))
@@ -167,11 +174,14 @@ class DataPlane:
         encoding: str,
         deadline: float | None,
     ) -> Images:
+        check_encoding(encoding)
         limit = self.limits.max_latents_per_request
         if not 2 <= steps <= limit:
             raise InvalidInput(f"steps must be between 2 and {limit}, not {steps}")
         if method not in METHODS:
-            raise InvalidInput(f"unknown interpolation method {method!r}")
+            raise InvalidInput(
+                f"unknown interpolation method {method} (known: {', '.join(METHODS)})"
+            )
         for name, latent in (("start", start), ("end", end)):
             if latent.shape != (1, self.spec.nz):
                 raise InvalidInput(f"the {name} latent must hold nz = {self.spec.nz} values")
@@ -182,8 +192,6 @@ class DataPlane:
     async def _images(
         self, latents: Latents, encoding: str, deadline: float | None, offset: int = 0
     ) -> Images:
-        if encoding not in ENCODINGS:
-            raise InvalidInput(f"unknown encoding {encoding!r}")
         if self.batcher is None:
             raise Unavailable("the model is still loading")
         result = await self.batcher.submit(latents, _KIND[encoding], deadline)

@@ -1,4 +1,8 @@
-"""The gRPC servicer: protobuf in, data plane calls, protobuf out. Nothing else."""
+"""The gRPC servicer: protobuf in, data plane calls, protobuf out. Nothing else.
+
+The data plane validates every request; the servicer only refuses what protobuf alone can
+express, a oneof left unset (no latents, a walk without an end).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from dcgan.service.dataplane import FLOAT32, PNG, UINT8, DataPlane, Images
+from dcgan.service.dataplane import FLOAT32, LINEAR, PNG, SLERP, UINT8, DataPlane, Images
 from dcgan.service.errors import InvalidInput
 from dcgan.service.latents import Latents, decode_packed, decode_values
 from dcgan.v1 import generator_pb2 as pb
@@ -20,16 +24,15 @@ _ENCODINGS: dict[int, str] = {
     pb.ENCODING_PNG: PNG,
 }
 _METHODS: dict[int, str] = {
-    pb.INTERPOLATION_METHOD_UNSPECIFIED: "linear",
-    pb.INTERPOLATION_METHOD_LINEAR: "linear",
-    pb.INTERPOLATION_METHOD_SLERP: "slerp",
+    pb.INTERPOLATION_METHOD_UNSPECIFIED: LINEAR,
+    pb.INTERPOLATION_METHOD_LINEAR: LINEAR,
+    pb.INTERPOLATION_METHOD_SLERP: SLERP,
 }
 
 
-def _encoding(value: int) -> str:
-    if value not in _ENCODINGS:
-        raise InvalidInput(f"unknown encoding {value}")
-    return _ENCODINGS[value]
+def _domain(names: dict[int, str], value: int) -> str:
+    """The data plane's name for an enum value; an unknown number as itself, for it to refuse."""
+    return names.get(value, str(value))
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -83,29 +86,28 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
-        encoding = _encoding(request.encoding)
         latents = self._latents(request, self.plane.limits.max_latents_per_request)
+        encoding = _domain(_ENCODINGS, request.encoding)
         images = await self.plane.generate(latents, encoding, _deadline(context))
         return self._response(images)
 
     async def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
-        encoding = _encoding(request.encoding)
         latents = self._latents(request, self.plane.limits.max_stream_latents)
+        encoding = _domain(_ENCODINGS, request.encoding)
         async for images in self.plane.generate_stream(latents, encoding, _deadline(context)):
             yield self._response(images)
 
     async def Interpolate(
         self, request: pb.InterpolateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
-        encoding = _encoding(request.encoding)
-        if request.method not in _METHODS:
-            raise InvalidInput(f"unknown interpolation method {request.method}")
         start = self._endpoint(request.start, "start")
         end = self._endpoint(request.end, "end")
+        method = _domain(_METHODS, request.method)
+        encoding = _domain(_ENCODINGS, request.encoding)
         images = await self.plane.interpolate(
-            start, end, request.steps, _METHODS[request.method], encoding, _deadline(context)
+            start, end, request.steps, method, encoding, _deadline(context)
         )
         return self._response(images)
 
