@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dcgan.train.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, save_checkpoint
 from dcgan.train.data import Batches, DataSpec, native_channels, to_model_range
 from dcgan.train.model import Discriminator, Generator, ModelConfig, init_weights
-from dcgan.train.outputs import RunLog
+from dcgan.train.runlog import RunLog
 
 # ----------------------------------------------------------------------------- config
 
@@ -373,7 +373,8 @@ def _train(
         net_g.train()
         return images
 
-    log = RunLog(run_dir, config, model_config, step, enabled=runtime.is_main)
+    settings = {"train": asdict(config), "model": model_config.to_dict()}
+    log = RunLog(run_dir, settings, config.batch_size, step, enabled=runtime.is_main)
     if runtime.is_main:
         log.start(batches.first_images(config.samples), resumed=resume is not None)
 

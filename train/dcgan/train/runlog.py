@@ -15,19 +15,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torchvision.utils import make_grid, save_image
 
 from dcgan.train.checkpoint import write_atomic
-from dcgan.train.model import ModelConfig
-
-if TYPE_CHECKING:
-    from dcgan.train.train import TrainConfig
 
 METRICS = "metrics.jsonl"
 
@@ -88,14 +83,18 @@ class _Progress:
 
 
 class RunLog:
-    """Metrics, grids, plots and progress of one run; silent on ranks other than 0."""
+    """Metrics, grids, plots and progress of one run; silent on ranks other than 0.
+
+    `settings` is what config.json records; `batch_size` (the global batch) turns steps per
+    second into images per second.
+    """
 
     def __init__(
-        self, run_dir: Path, config: TrainConfig, model: ModelConfig, step: int, enabled: bool
+        self, run_dir: Path, settings: dict[str, Any], batch_size: int, step: int, enabled: bool
     ) -> None:
         self.run_dir = run_dir
-        self.config = config
-        self.model = model
+        self.settings = settings
+        self.batch_size = batch_size
         self.enabled = enabled
         self.interactive = enabled and sys.stdout.isatty()
         self.last_step = step
@@ -105,8 +104,7 @@ class RunLog:
 
     def start(self, real_images: torch.Tensor, resumed: bool) -> None:
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        settings = {"train": asdict(self.config), "model": self.model.to_dict()}
-        body = (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode()
+        body = (json.dumps(self.settings, indent=2, sort_keys=True) + "\n").encode()
         write_atomic(self.run_dir / "config.json", lambda handle: handle.write(body))
         if resumed:
             truncate_metrics(self.run_dir / METRICS, self.last_step)
@@ -138,7 +136,7 @@ class RunLog:
         if not self.enabled:
             return
         now = time.perf_counter()
-        images_per_s = (step - self.last_step) * self.config.batch_size / (now - self.last_time)
+        images_per_s = (step - self.last_step) * self.batch_size / (now - self.last_time)
         self.last_step, self.last_time = step, now
         row = {"step": step, "epoch": epoch, **values, "images_per_s": images_per_s}
         with open(self.run_dir / METRICS, "a") as handle:
