@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dcgan.service.batcher import BatchingOptions
+from dcgan.service.options import BatchingOptions
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 

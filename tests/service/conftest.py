@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 
-from dcgan.service.batcher import BatchingOptions
-from dcgan.service.dataplane import RequestLimits
-from dcgan.service.runtime import RuntimeOptions
-from dcgan.service.server import GeneratorServer, ServerConfig
+from dcgan.service.options import BatchingOptions, RequestLimits, RuntimeOptions, ServerConfig
+from dcgan.service.server import GeneratorServer
 
 
 def make_export(out: Path, seed: int = 0) -> Path:

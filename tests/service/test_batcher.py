@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dcgan.service.batcher import BatchingOptions, DynamicBatcher
+from dcgan.service.batcher import DynamicBatcher
 from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull, Unavailable
 from dcgan.service.metrics import ServiceMetrics
+from dcgan.service.options import BatchingOptions
 
 KINDS = frozenset({"values"})
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from dcgan.contract.providers import ort
 from dcgan.contract.seeded import seeded_latents
+from dcgan.service.options import BatchingOptions
 from dcgan.service.runtime import available_cores
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
@@ -333,8 +334,6 @@ def test_a_message_too_large_is_resource_exhausted(fresh_server: Any) -> None:
 
 
 def test_a_full_queue_is_resource_exhausted_and_the_server_recovers(fresh_server: Any) -> None:
-    from dcgan.service.batcher import BatchingOptions
-
     running = fresh_server(batching=BatchingOptions(max_batch_size=8, max_queue_size=16))
     generator = stub(running.target)
     futures = [generator.Generate.future(packed(random_latents(16, seed=i))) for i in range(8)]

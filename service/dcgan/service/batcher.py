@@ -27,20 +27,12 @@ import numpy.typing as npt
 
 from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull, Unavailable
 from dcgan.service.metrics import ServiceMetrics
+from dcgan.service.options import BatchingOptions
 
 Outputs = dict[str, npt.NDArray]  # type: ignore[type-arg]
 RunBatch = Callable[
     [npt.NDArray[np.float32], frozenset[str], bool], Outputs
 ]  # latents, kinds, wide
-
-
-@dataclass(frozen=True)
-class BatchingOptions:
-    """The user's batching settings; what the model can do comes to DynamicBatcher itself."""
-
-    max_batch_size: int = 64  # latents per model run
-    max_queue_delay_s: float = 0.002  # the longest a request waits for a batch to fill
-    max_queue_size: int = 4096  # latents waiting at most; more is refused with QueueFull
 
 
 @dataclass(frozen=True)

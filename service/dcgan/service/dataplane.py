@@ -15,9 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from dcgan.contract.seeded import seeded_latents
-from dcgan.service.batcher import BatchingOptions, DynamicBatcher
+from dcgan.service.batcher import DynamicBatcher
 from dcgan.service.errors import InvalidInput, ResponseTooLarge, Unavailable
 from dcgan.service.latents import Latents, check_latents, interpolate
+from dcgan.service.options import BatchingOptions, RequestLimits
 from dcgan.service.runtime import PIXELS, VALUES, ModelRuntime, ModelSpec
 
 UINT8 = "uint8"  # raw pixels, [n, H, W, C]
@@ -31,13 +32,6 @@ _KIND = {UINT8: frozenset({PIXELS}), PNG: frozenset({PIXELS}), FLOAT32: frozense
 STREAM_CHUNK_BYTES = 2 * 2**20  # images per GenerateStream message: about this many bytes
 PNG_OVERHEAD = 512  # bytes a PNG may add to its raw pixels when they do not compress
 MESSAGE_OVERHEAD = 4096  # shape, ids and timing around the images
-
-
-@dataclass(frozen=True)
-class RequestLimits:
-    max_latents_per_request: int = 256  # Generate and Interpolate
-    max_stream_latents: int = 65536  # GenerateStream
-    max_response_bytes: int = 4 * 2**20  # Generate and Interpolate: what a default client accepts
 
 
 @dataclass(frozen=True)

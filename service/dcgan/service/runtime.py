@@ -38,6 +38,7 @@ from dcgan.contract.providers import (
     session_providers,
 )
 from dcgan.service.errors import ModelFailure
+from dcgan.service.options import RuntimeOptions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,15 +48,6 @@ VALUES = "values"  # output kind: float32 [n, C, H, W]
 
 class ModelLoadError(Exception):
     """The export cannot be served: a bad manifest, a file that fails its sha256, no CUDA."""
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    device: str = "auto"  # auto | cpu | cuda
-    instances: int = 0  # sessions running batches in parallel; 0: CPU cores (at most 4), CUDA 1
-    intra_op_threads: int = 0  # CPU threads of each of those sessions; 0: cores / instances
-    spinning: bool = True  # let CPU threads spin between runs: lower latency, more CPU burnt
-    warmup_batch_sizes: tuple[int, ...] = (1, 8, 64)
 
 
 @dataclass(frozen=True)

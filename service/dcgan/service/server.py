@@ -12,18 +12,18 @@ import asyncio
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dcgan.service.batcher import BatchingOptions, DynamicBatcher
-from dcgan.service.dataplane import DataPlane, RequestLimits
+from dcgan.service.batcher import DynamicBatcher
+from dcgan.service.dataplane import DataPlane
 from dcgan.service.interceptors import BearerToken, StatusMapping
 from dcgan.service.metrics import ServiceMetrics
-from dcgan.service.runtime import ModelRuntime, RuntimeOptions
+from dcgan.service.options import ServerConfig
+from dcgan.service.runtime import ModelRuntime
 from dcgan.service.servicer import GeneratorServicer
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
@@ -31,28 +31,6 @@ from dcgan.v1 import generator_pb2_grpc as pb_grpc
 _LOGGER = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generator"].full_name
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    model_dir: Path
-    host: str = "0.0.0.0"
-    port: int = 50051  # 0: any free port (tests)
-    port_count: int = 1  # try port, port + 1, ...: the first free one is bound (replicas on a host)
-    port_file: Path | None = None  # where to write the bound port (for health checks)
-    metrics_port: int = 9090  # Prometheus /metrics, at the same offset as the bound port; 0: off
-    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
-    batching: BatchingOptions = field(default_factory=BatchingOptions)
-    limits: RequestLimits = field(default_factory=RequestLimits)
-    max_message_bytes: int = 4 * 2**20  # largest request accepted
-    max_concurrent_rpcs: int | None = None  # more are refused with RESOURCE_EXHAUSTED
-    grace_s: float = 10.0  # how long a stop may take
-    reuse_port: bool = False  # share the port with other processes (SO_REUSEPORT)
-    max_connection_age_s: float | None = None  # close connections this old: clients re-resolve
-    tls_cert: Path | None = None  # PEM certificate chain: serve TLS
-    tls_key: Path | None = None  # its PEM private key
-    tls_client_ca: Path | None = None  # PEM CA: require client certificates it signed (mutual TLS)
-    token: str | None = None  # require "authorization: Bearer <token>" on all but health checks
 
 
 class GeneratorServer:

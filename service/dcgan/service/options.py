@@ -1,0 +1,57 @@
+"""Every setting of a server, with its default: the one source dcgan-serve's options read.
+
+Plain dataclasses and nothing heavier, so the command line parses without loading grpc or
+onnxruntime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    device: str = "auto"  # auto | cpu | cuda
+    instances: int = 0  # sessions running batches in parallel; 0: CPU cores (at most 4), CUDA 1
+    intra_op_threads: int = 0  # CPU threads of each of those sessions; 0: cores / instances
+    spinning: bool = True  # let CPU threads spin between runs: lower latency, more CPU burnt
+    warmup_batch_sizes: tuple[int, ...] = (1, 8, 64)
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """The user's batching settings; what the model can do comes to DynamicBatcher itself."""
+
+    max_batch_size: int = 64  # latents per model run
+    max_queue_delay_s: float = 0.002  # the longest a request waits for a batch to fill
+    max_queue_size: int = 4096  # latents waiting at most; more is refused with QueueFull
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_latents_per_request: int = 256  # Generate and Interpolate
+    max_stream_latents: int = 65536  # GenerateStream
+    max_response_bytes: int = 4 * 2**20  # Generate and Interpolate: what a default client accepts
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 50051  # 0: any free port (tests)
+    port_count: int = 1  # try port, port + 1, ...: the first free one is bound (replicas on a host)
+    port_file: Path | None = None  # where to write the bound port (for health checks)
+    metrics_port: int = 9090  # Prometheus /metrics, at the same offset as the bound port; 0: off
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    batching: BatchingOptions = field(default_factory=BatchingOptions)
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    max_message_bytes: int = 4 * 2**20  # largest request accepted
+    max_concurrent_rpcs: int | None = None  # more are refused with RESOURCE_EXHAUSTED
+    grace_s: float = 10.0  # how long a stop may take
+    reuse_port: bool = False  # share the port with other processes (SO_REUSEPORT)
+    max_connection_age_s: float | None = None  # close connections this old: clients re-resolve
+    tls_cert: Path | None = None  # PEM certificate chain: serve TLS
+    tls_key: Path | None = None  # its PEM private key
+    tls_client_ca: Path | None = None  # PEM CA: require client certificates it signed (mutual TLS)
+    token: str | None = None  # require "authorization: Bearer <token>" on all but health checks
