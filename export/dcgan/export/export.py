@@ -39,7 +39,7 @@ from dcgan.contract.manifest import (
     onnx_metadata,
 )
 from dcgan.contract.providers import ort
-from dcgan.export.inference import Float16Generator, fold_batchnorm
+from dcgan.export.batchnorm_fp16 import Float16Generator, fold_batchnorm
 from dcgan.export.parity import BATCH_SIZES, ParityError, failures, run_parity
 from dcgan.export.sources import LoadedGenerator, load_generator, resolve_source
 from dcgan.train.checkpoint import fsync_dir

@@ -29,7 +29,7 @@ from dcgan.contract.manifest import (
     verified_artifact,
 )
 from dcgan.contract.providers import CPU, CUDA, cuda_unavailable_reason, ort, session_providers
-from dcgan.export.inference import Float16Generator, fold_batchnorm
+from dcgan.export.batchnorm_fp16 import Float16Generator, fold_batchnorm
 from dcgan.train.model import Generator
 
 BATCH_SIZES = (1, 2, 7, 64, 256)

@@ -1,4 +1,4 @@
-"""The generator's inference forms: BatchNorm folded into the convolutions, and float16 inside.
+"""BatchNorm folded into the convolutions, and the generator with float16 inside.
 
 Folding removes a per-channel scale and shift at every layer of the served graph; the exported
 ONNX graphs are built from these, and the parity checks hold them to the unfolded eager model.
