@@ -21,6 +21,7 @@ import numpy as np
 import typer
 
 from dcgan.clients.codec import CHANNEL_OPTIONS, ENCODINGS
+from dcgan.clients.options import ConnectionOptions
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 
@@ -29,13 +30,16 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @dataclass(frozen=True)
 class LoadSpec:
-    target: str
+    target: str = ConnectionOptions.target
     latents_per_request: int = 1
     encoding: str = "uint8"
-    duration_s: float = 10.0
-    warmup_s: float = 1.0
-    timeout_s: float = 30.0  # each request's deadline
+    duration_s: float = 10.0  # measured per level
+    warmup_s: float = 1.0  # of load before measuring
+    timeout_s: float = ConnectionOptions.timeout_s  # each request's deadline
     channels: int = 1  # HTTP/2 connections the callers share
+
+
+SWEEP = [1, 4, 16, 64]  # the concurrencies measured when neither -c nor --rate is given
 
 
 @dataclass
@@ -216,13 +220,14 @@ def main(
         typer.Option(
             envvar="DCGAN_TARGET", help="host:port, or dns:///name:port for all replicas."
         ),
-    ] = "localhost:50051",
+    ] = LoadSpec.target,
     concurrency: Annotated[
         list[int] | None,
         typer.Option(
             "--concurrency",
             "-c",
-            help="Callers in a closed loop; repeat for a sweep. [default: 1 4 16 64]",
+            help="Callers in a closed loop; repeat for a sweep (none with --rate alone).",
+            show_default=" ".join(map(str, SWEEP)),
         ),
     ] = None,
     rate: Annotated[
@@ -231,12 +236,20 @@ def main(
     ] = None,
     latents: Annotated[
         int, typer.Option("--latents", "-n", min=1, help="Latents per request.")
-    ] = 1,
-    encoding: Annotated[str, typer.Option(help="uint8, float32 or png.")] = "uint8",
-    duration_s: Annotated[float, typer.Option(min=0.1, help="Seconds measured per level.")] = 10.0,
-    warmup_s: Annotated[float, typer.Option(min=0, help="Seconds of load before measuring.")] = 1.0,
-    timeout_s: Annotated[float, typer.Option(min=0.001, help="Each request's deadline.")] = 30.0,
-    channels: Annotated[int, typer.Option(min=1, help="Connections the callers share.")] = 1,
+    ] = LoadSpec.latents_per_request,
+    encoding: Annotated[str, typer.Option(help="uint8, float32 or png.")] = LoadSpec.encoding,
+    duration_s: Annotated[
+        float, typer.Option(min=0.1, help="Seconds measured per level.")
+    ] = LoadSpec.duration_s,
+    warmup_s: Annotated[
+        float, typer.Option(min=0, help="Seconds of load before measuring.")
+    ] = LoadSpec.warmup_s,
+    timeout_s: Annotated[
+        float, typer.Option(min=0.001, help="Each request's deadline.")
+    ] = LoadSpec.timeout_s,
+    channels: Annotated[
+        int, typer.Option(min=1, help="Connections the callers share.")
+    ] = LoadSpec.channels,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the results here.")
     ] = None,
@@ -248,8 +261,16 @@ def main(
     if encoding not in ENCODINGS:
         typer.echo(f"error: encoding must be one of {', '.join(ENCODINGS)}", err=True)
         raise typer.Exit(2)
-    spec = LoadSpec(target, latents, encoding, duration_s, warmup_s, timeout_s, channels)
-    levels = concurrency if concurrency or rate else [1, 4, 16, 64]
+    spec = LoadSpec(
+        target=target,
+        latents_per_request=latents,
+        encoding=encoding,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        timeout_s=timeout_s,
+        channels=channels,
+    )
+    levels = concurrency if concurrency or rate else SWEEP
     try:
         results = run_sweep(spec, list(levels or []), list(rate or []))
     except grpc.aio.AioRpcError as error:

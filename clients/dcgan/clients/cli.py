@@ -12,9 +12,14 @@ from typing import Annotated, Any
 import grpc
 import typer
 
+from dcgan.clients.options import ConnectionOptions
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 
-TARGET_HELP = "host:port, or dns:///name:port to spread calls over every replica."
+# The connection options also read DCGAN_<OPTION> (--timeout-s from DCGAN_TIMEOUT_S). The prefix
+# would name every subcommand's options too (DCGAN_GENERATE_N): those come from the command line.
+ENVIRONMENT = {"auto_envvar_prefix": "DCGAN"}
+LOCAL: dict[str, Any] = {"allow_from_autoenv": False}
 # Checked by click when the command line is parsed: a usage error, not a traceback.
 READABLE: dict[str, Any] = {"exists": True, "dir_okay": False, "readable": True}
 
@@ -24,46 +29,40 @@ class Method(StrEnum):
     slerp = "slerp"
 
 
-@app.callback()
+@app.callback(context_settings=ENVIRONMENT)
 def main(
     context: typer.Context,
     target: Annotated[
-        str, typer.Option(envvar="DCGAN_TARGET", help=TARGET_HELP)
-    ] = "localhost:50051",
+        str, typer.Option(help="host:port, or dns:///name:port to spread calls over every replica.")
+    ] = ConnectionOptions.target,
     timeout_s: Annotated[
-        float, typer.Option(envvar="DCGAN_TIMEOUT_S", min=0.001, help="Deadline of each call.")
-    ] = 30.0,
+        float, typer.Option(min=0.001, help="Deadline of each call.")
+    ] = ConnectionOptions.timeout_s,
     token_file: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="DCGAN_TOKEN_FILE", help="Bearer token for servers that ask for one.", **READABLE
-        ),
+        Path | None, typer.Option(help="Bearer token for servers that ask for one.", **READABLE)
     ] = None,
     tls_ca: Annotated[
-        Path | None,
-        typer.Option(envvar="DCGAN_TLS_CA", help="CA certificate: connect with TLS.", **READABLE),
+        Path | None, typer.Option(help="CA certificate: connect with TLS.", **READABLE)
     ] = None,
     tls_cert: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="DCGAN_TLS_CERT", help="Client certificate, for mutual TLS.", **READABLE
-        ),
+        Path | None, typer.Option(help="Client certificate, for mutual TLS.", **READABLE)
     ] = None,
     tls_key: Annotated[
-        Path | None,
-        typer.Option(envvar="DCGAN_TLS_KEY", help="Client key, for mutual TLS.", **READABLE),
+        Path | None, typer.Option(help="Client key, for mutual TLS.", **READABLE)
     ] = None,
 ) -> None:
     """Call a dcgan-serve server.
 
     Example: dcgan-client --target localhost:50051 generate -n 64 --seed 1 --out grid.png
     """
-    context.obj = {
-        "target": target,
-        "timeout": timeout_s,
-        "token_file": token_file,
-        "tls": (tls_ca, tls_cert, tls_key) if tls_ca or tls_cert else None,
-    }
+    context.obj = ConnectionOptions(
+        target=target,
+        timeout_s=timeout_s,
+        token_file=token_file,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
 
 
 @contextmanager
@@ -71,14 +70,16 @@ def _client(context: typer.Context) -> Iterator[Any]:
     """A connected client; RPC errors become one line and exit code 1."""
     from dcgan.clients.client import GeneratorClient, credentials
 
-    options = context.obj
-    token = options["token_file"].read_text().strip() if options["token_file"] else None
-    tls = credentials(*options["tls"]) if options["tls"] else None
+    options: ConnectionOptions = context.obj
+    token = options.token_file.read_text().strip() if options.token_file else None
+    tls = None
+    if options.tls_ca or options.tls_cert:
+        tls = credentials(options.tls_ca, options.tls_cert, options.tls_key)
     try:
-        with GeneratorClient(options["target"], options["timeout"], tls=tls, token=token) as client:
+        with GeneratorClient(options.target, options.timeout_s, tls=tls, token=token) as client:
             yield client
     except grpc.RpcError as error:
-        typer.echo(f"error: {options['target']}: {error.code().name}: {error.details()}", err=True)
+        typer.echo(f"error: {options.target}: {error.code().name}: {error.details()}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -98,12 +99,16 @@ def _grid(images: list[Any], columns: int) -> Any:
 @app.command()
 def generate(
     context: typer.Context,
-    n: Annotated[int, typer.Option("-n", "--count", min=1, help="Images to generate.")] = 64,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the server's latent generator.")] = 0,
+    n: Annotated[
+        int, typer.Option("-n", "--count", min=1, help="Images to generate.", **LOCAL)
+    ] = 64,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed of the server's latent generator.", **LOCAL)
+    ] = 0,
     out: Annotated[
-        Path, typer.Option(help="A grid PNG, or a directory for one PNG per image.")
+        Path, typer.Option(help="A grid PNG, or a directory for one PNG per image.", **LOCAL)
     ] = Path("grid.png"),
-    columns: Annotated[int, typer.Option(min=1, help="Images per row of the grid.")] = 8,
+    columns: Annotated[int, typer.Option(min=1, help="Images per row of the grid.", **LOCAL)] = 8,
 ) -> None:
     """Generate N images from a seed, as a grid (or one file each when --out is a directory)."""
     from dcgan.clients.codec import to_pil
@@ -129,13 +134,17 @@ def generate(
 @app.command()
 def interpolate(
     context: typer.Context,
-    start: Annotated[int, typer.Option(min=0, help="Seed of the first latent.")] = 1,
-    end: Annotated[int, typer.Option(min=0, help="Seed of the last latent.")] = 2,
-    steps: Annotated[int, typer.Option(min=2, help="Images in the walk, both ends included.")] = 10,
-    method: Annotated[Method, typer.Option(help="Straight line, or great circle.")] = Method.slerp,
-    out: Annotated[Path, typer.Option(help="A strip PNG, or an animated GIF (.gif).")] = Path(
-        "walk.png"
-    ),
+    start: Annotated[int, typer.Option(min=0, help="Seed of the first latent.", **LOCAL)] = 1,
+    end: Annotated[int, typer.Option(min=0, help="Seed of the last latent.", **LOCAL)] = 2,
+    steps: Annotated[
+        int, typer.Option(min=2, help="Images in the walk, both ends included.", **LOCAL)
+    ] = 10,
+    method: Annotated[
+        Method, typer.Option(help="Straight line, or great circle.", **LOCAL)
+    ] = Method.slerp,
+    out: Annotated[
+        Path, typer.Option(help="A strip PNG, or an animated GIF (.gif).", **LOCAL)
+    ] = Path("walk.png"),
 ) -> None:
     """Walk the latent space between two seeds (DCGAN paper, section 6.1)."""
     from dcgan.clients.codec import to_pil

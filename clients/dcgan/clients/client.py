@@ -29,6 +29,7 @@ from dcgan.clients.codec import (
     latents_request,
     to_pil,
 )
+from dcgan.clients.options import ConnectionOptions
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 
@@ -69,7 +70,7 @@ class GeneratorClient(_Connection):
     def __init__(
         self,
         target: str,
-        timeout: float | None = 30.0,
+        timeout: float | None = ConnectionOptions.timeout_s,
         tls: grpc.ChannelCredentials | None = None,
         token: str | None = None,
     ) -> None:
@@ -162,7 +163,7 @@ class AsyncGeneratorClient(_Connection):
     def __init__(
         self,
         target: str,
-        timeout: float | None = 30.0,
+        timeout: float | None = ConnectionOptions.timeout_s,
         tls: grpc.ChannelCredentials | None = None,
         token: str | None = None,
     ) -> None:
