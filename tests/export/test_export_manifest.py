@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
 
+from dcgan.contract.check_results import (
+    ParityResult,
+    PixelMismatch,
+    SkippedCheck,
+    StructureResult,
+)
 from dcgan.contract.manifest import (
     MANIFEST,
     ONNX,
     ONNX_FP16,
     ONNX_SERVING,
     TORCHSCRIPT,
+    Manifest,
     ManifestError,
     file_sha256,
     onnx_metadata,
@@ -68,6 +77,202 @@ def test_the_directory_holds_the_artifacts_and_their_sha256(small_export: Export
 
 def test_read_manifest_round_trips(small_export: Exported) -> None:
     assert read_manifest(small_export.directory) == small_export.manifest
+
+
+COMPARISON_KEYS = {
+    "artifact",
+    "reference",
+    "runtime",
+    "batch_size",
+    "max_abs_error",
+    "tolerance",
+    "passed",
+}
+PIXEL_KEYS = {"differing_pixels", "all_rounding_ties"}
+
+
+def test_each_parity_result_is_one_flat_json_object_of_its_kind(small_export: Exported) -> None:
+    text = (small_export.directory / MANIFEST).read_text()
+    assert text == small_export.manifest.to_json()
+    records = json.loads(text)["parity"]
+    results = small_export.manifest.parity
+    assert {type(result) for result in results} >= {ParityResult, StructureResult}
+    for record, result in zip(records, results, strict=True):
+        if isinstance(result, SkippedCheck):
+            assert record == {
+                "artifact": result.artifact,
+                "runtime": result.runtime,
+                "passed": None,
+                "skipped": result.reason,
+            }
+        elif isinstance(result, StructureResult):
+            assert set(record) == {"artifact", "check", "passed", "detail"}
+            assert record["passed"] is True
+        else:
+            extra = set(record) - COMPARISON_KEYS
+            assert set(record) >= COMPARISON_KEYS and record["passed"] is True
+            assert extra in (set(), PIXEL_KEYS, {"compute_dtype"}, {"compute_dtype", "note"})
+            assert (extra == PIXEL_KEYS) == (result.pixels is not None)
+
+
+# The records as manifest.json holds them: a pixel comparison, a float16 comparison, a structure
+# check and a CUDA check that could not run.
+PIXELS_RECORD = {
+    "artifact": "generator_serving.onnx (pixels)",
+    "reference": "generator.onnx (image) post-processed in NumPy",
+    "runtime": "onnxruntime CPUExecutionProvider",
+    "batch_size": 7,
+    "max_abs_error": 1.0,
+    "tolerance": "exact up to rounding ties",
+    "passed": True,
+    "differing_pixels": 2,
+    "all_rounding_ties": True,
+}
+FP16_RECORD = {
+    "artifact": "generator_fp16.onnx",
+    "reference": "torch eager",
+    "runtime": "onnxruntime CPUExecutionProvider",
+    "batch_size": 1,
+    "max_abs_error": 0.0012,
+    "tolerance": "max abs error <= 1e-2",
+    "passed": True,
+    "compute_dtype": "float32",
+    "note": "runs ConvTranspose in float32",
+}
+STRUCTURE_RECORD = {
+    "artifact": "generator.onnx",
+    "check": "onnx.checker full_check, strict shape inference, interface and metadata",
+    "passed": True,
+    "detail": "opset 18, symbolic batch dimension 'batch'",
+}
+SKIPPED_RECORD = {
+    "artifact": "generator.onnx",
+    "runtime": "onnxruntime CUDAExecutionProvider (use_tf32=0)",
+    "passed": None,
+    "skipped": "no CUDA device",
+}
+
+
+def with_parity(manifest: Manifest, parity: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(manifest.to_json())
+    data["parity"] = parity
+    return data
+
+
+def test_parity_records_read_back_as_typed_results(small_export: Exported) -> None:
+    records = [PIXELS_RECORD, FP16_RECORD, STRUCTURE_RECORD, SKIPPED_RECORD]
+    manifest = Manifest.from_dict(with_parity(small_export.manifest, records))
+    assert manifest.parity == [
+        ParityResult(
+            artifact="generator_serving.onnx (pixels)",
+            reference="generator.onnx (image) post-processed in NumPy",
+            runtime="onnxruntime CPUExecutionProvider",
+            batch_size=7,
+            max_abs_error=1.0,
+            tolerance="exact up to rounding ties",
+            passed=True,
+            pixels=PixelMismatch(differing_pixels=2, all_rounding_ties=True),
+        ),
+        ParityResult(
+            artifact="generator_fp16.onnx",
+            reference="torch eager",
+            runtime="onnxruntime CPUExecutionProvider",
+            batch_size=1,
+            max_abs_error=0.0012,
+            tolerance="max abs error <= 1e-2",
+            passed=True,
+            compute_dtype="float32",
+            note="runs ConvTranspose in float32",
+        ),
+        StructureResult(
+            artifact="generator.onnx",
+            check="onnx.checker full_check, strict shape inference, interface and metadata",
+            passed=True,
+            detail="opset 18, symbolic batch dimension 'batch'",
+        ),
+        SkippedCheck(
+            artifact="generator.onnx",
+            runtime="onnxruntime CUDAExecutionProvider (use_tf32=0)",
+            reason="no CUDA device",
+        ),
+    ]
+    assert json.loads(manifest.to_json())["parity"] == records
+    assert [result.describe() for result in manifest.parity] == [
+        "generator_serving.onnx (pixels) at batch size 7 on onnxruntime CPUExecutionProvider: "
+        "2 pixels differ, all of them rounding ties against generator.onnx (image) "
+        "post-processed in NumPy (tolerance exact up to rounding ties)",
+        "generator_fp16.onnx at batch size 1 on onnxruntime CPUExecutionProvider: "
+        "max abs error 0.0012 against torch eager (tolerance max abs error <= 1e-2)",
+        "generator.onnx: onnx.checker full_check, strict shape inference, interface and metadata "
+        "passed: opset 18, symbolic batch dimension 'batch'",
+        "generator.onnx on onnxruntime CUDAExecutionProvider (use_tf32=0): "
+        "not checked (no CUDA device)",
+    ]
+
+
+MALFORMED_PARITY: list[tuple[str, Any, str]] = [
+    ("not a list", {"0": STRUCTURE_RECORD}, "not a list"),
+    ("a record not an object", [["generator.onnx", True]], "record 0: a list, not a JSON object"),
+    (
+        "a comparison without passed",
+        [{k: v for k, v in FP16_RECORD.items() if k != "passed"}],
+        "has no 'passed'",
+    ),
+    (
+        "an unknown field",
+        [{**STRUCTURE_RECORD, "score": 1}],
+        "parity record 0 (generator.onnx): a structure check has unexpected fields ['score']",
+    ),
+    (
+        "passed as a string",
+        [{**STRUCTURE_RECORD, "passed": "yes"}],
+        "structure check's passed is 'yes', not bool",
+    ),
+    ("a boolean batch size", [{**FP16_RECORD, "batch_size": True}], "batch_size is True, not int"),
+    ("an error as a string", [{**FP16_RECORD, "max_abs_error": "0.1"}], "max_abs_error is '0.1'"),
+    (
+        "half the pixel facts",
+        [{k: v for k, v in PIXELS_RECORD.items() if k != "all_rounding_ties"}],
+        "parity record 0 (generator_serving.onnx (pixels)): a comparison holds one of",
+    ),
+    (
+        "a skipped check that passed",
+        [{**SKIPPED_RECORD, "passed": False}],
+        "passed is False, not null",
+    ),
+    (
+        "a skipped check without reason",
+        [{**SKIPPED_RECORD, "skipped": None}],
+        "skipped is None, not str",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("parity", "fragment"),
+    [case[1:] for case in MALFORMED_PARITY],
+    ids=[case[0] for case in MALFORMED_PARITY],
+)
+def test_a_malformed_parity_record_is_a_manifest_error(
+    small_export: Exported, parity: Any, fragment: str
+) -> None:
+    with pytest.raises(ManifestError, match="malformed manifest") as raised:
+        Manifest.from_dict(with_parity(small_export.manifest, parity))
+    assert fragment in str(raised.value)
+
+
+def test_read_manifest_refuses_a_malformed_parity_record(
+    small_export: Exported, tmp_path: Path
+) -> None:
+    directory = tmp_path / "export"
+    shutil.copytree(small_export.directory, directory)
+    data = with_parity(small_export.manifest, [{**STRUCTURE_RECORD, "passed": 1}])
+    (directory / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(
+        ManifestError,
+        match=r"malformed manifest: parity record 0 \(generator.onnx\): .*passed is 1, not bool",
+    ):
+        read_manifest(directory)
 
 
 def test_verified_artifact_catches_a_swapped_truncated_or_missing_file(

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from dcgan.contract.check_results import ParityResult, SkippedCheck, StructureResult
 from dcgan.contract.manifest import ARTIFACT_FILES, ONNX, ONNX_FP16, ONNX_SERVING, OnnxInterface
 from dcgan.contract.providers import CPU, CUDA, cuda_unavailable_reason, ort
 from dcgan.export import parity
 from dcgan.export.parity import (
     BATCH_SIZES,
     allclose,
-    check_onnx_structure,
     failures,
     float32_fallback_ops,
     latents,
@@ -30,6 +30,7 @@ from dcgan.export.parity import (
     run_parity,
     to_pixels,
 )
+from dcgan.export.structure import STRUCTURE_CHECK, check_onnx_structure
 from tests.export.exports import Exported
 
 FLOAT, SERVING, FP16 = (ARTIFACT_FILES[kind] for kind in (ONNX, ONNX_SERVING, ONNX_FP16))
@@ -45,12 +46,21 @@ def cpu_session(exported: Exported, name: str) -> ort.InferenceSession:
     return ort.InferenceSession(str(exported.directory / name), providers=[CPU])
 
 
+def comparisons(exported: Exported) -> list[ParityResult]:
+    return [result for result in exported.manifest.parity if isinstance(result, ParityResult)]
+
+
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 def test_every_artifact_passes_the_exporters_checks(exported: Exported, batch_size: int) -> None:
-    records = run_parity(exported.generator, exported.directory, exported.manifest, (batch_size,))
-    assert failures(records) == []
-    passed = {record["artifact"] for record in records if record["passed"]}
-    assert passed == {*exported.manifest.artifacts, f"{SERVING} (pixels)"}
+    results = run_parity(exported.generator, exported.directory, exported.manifest, (batch_size,))
+    assert failures(results) == []
+    ran = [result for result in results if not isinstance(result, SkippedCheck)]
+    assert all(result.passed for result in ran)
+    assert {result.artifact for result in ran} == {
+        *exported.manifest.artifacts,
+        f"{SERVING} (pixels)",
+    }
+    assert {result.batch_size for result in ran if isinstance(result, ParityResult)} == {batch_size}
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
@@ -106,53 +116,53 @@ def test_fp16_graph_is_within_1e_2_with_float32_io(exported: Exported, batch_siz
     error = float(np.abs(image - eager(exported, z)).max())
     assert error <= 1e-2
     recorded = [
-        record
-        for record in exported.manifest.parity
-        if record["artifact"] == FP16 and record.get("batch_size") == batch_size
+        result
+        for result in comparisons(exported)
+        if result.artifact == FP16 and result.batch_size == batch_size
     ]
-    assert {record["runtime"] for record in recorded} >= {f"onnxruntime {CPU}"}
-    assert all(record["max_abs_error"] <= 1e-2 and record["passed"] for record in recorded)
+    assert {result.runtime for result in recorded} >= {f"onnxruntime {CPU}"}
+    assert all(result.max_abs_error <= 1e-2 and result.passed for result in recorded)
 
 
 def test_the_manifest_records_every_check_that_ran_and_each_that_could_not(
     exported: Exported,
 ) -> None:
-    records = exported.manifest.parity
+    results = exported.manifest.parity
+    compared = comparisons(exported)
     for name in exported.manifest.artifacts:
-        sizes = {r.get("batch_size") for r in records if r["artifact"] == name and r["passed"]}
+        sizes = {r.batch_size for r in compared if r.artifact == name and r.passed}
         assert sizes >= set(BATCH_SIZES), name
-    pixel_records = [r for r in records if r["artifact"] == f"{SERVING} (pixels)"]
-    assert len(pixel_records) >= len(BATCH_SIZES)
-    assert all(r["all_rounding_ties"] and r["max_abs_error"] <= 1 for r in pixel_records)
-    assert all("differing_pixels" in r for r in pixel_records)
-    structure = [r for r in records if "check" in r]
-    assert {r["artifact"] for r in structure} == {FLOAT, SERVING, FP16}
+    pixel_results = [r for r in compared if r.artifact == f"{SERVING} (pixels)"]
+    assert len(pixel_results) >= len(BATCH_SIZES)
+    assert all(r.pixels is not None for r in pixel_results)
+    assert all(
+        r.pixels is not None and r.pixels.all_rounding_ties and r.passed and r.max_abs_error <= 1
+        for r in pixel_results
+    )
+    assert all(r.pixels is None for r in compared if r.artifact != f"{SERVING} (pixels)")
+    structure = [r for r in results if isinstance(r, StructureResult)]
+    assert {r.artifact for r in structure} == {FLOAT, SERVING, FP16}
+    assert all(r.passed and r.check == STRUCTURE_CHECK for r in structure)
+    skipped = [r for r in results if isinstance(r, SkippedCheck)]
     if cuda_unavailable_reason() is not None:  # this machine: the CUDA checks are named as not run
-        skipped = [r for r in records if r["passed"] is None]
-        assert {r["artifact"] for r in skipped} == {FLOAT, SERVING, FP16}
-        assert all(r["skipped"] for r in skipped)
+        assert {r.artifact for r in skipped} == {FLOAT, SERVING, FP16}
+        assert all(r.reason and r.runtime == parity.RUNTIMES[CUDA] for r in skipped)
 
 
 def test_fp16_records_say_what_precision_really_ran(small_export: Exported) -> None:
     """onnxruntime's CPU provider upcasts float16 ConvTranspose: the manifest must not hide it."""
     path = small_export.directory / FP16
     fallback = float32_fallback_ops(path, CPU)
-    on_cpu = [
-        r
-        for r in small_export.manifest.parity
-        if r["artifact"] == FP16 and r.get("runtime") == f"onnxruntime {CPU}"
-    ]
-    assert {r["compute_dtype"] for r in on_cpu} == {"float32" if fallback else "float16"}
+    compared = comparisons(small_export)
+    on_cpu = [r for r in compared if r.artifact == FP16 and r.runtime == f"onnxruntime {CPU}"]
+    assert {r.compute_dtype for r in on_cpu} == {"float32" if fallback else "float16"}
     if fallback:
         assert "ConvTranspose" in fallback
-        assert all("ConvTranspose" in r["note"] for r in on_cpu)
-        stand_in = [
-            r
-            for r in small_export.manifest.parity
-            if r.get("runtime", "").startswith("torch eager float16")
-        ]
-        assert {r["batch_size"] for r in stand_in} == set(BATCH_SIZES)
-        assert all(r["compute_dtype"] == "float16" and r["passed"] for r in stand_in)
+        assert all(r.note is not None and "ConvTranspose" in r.note for r in on_cpu)
+        stand_in = [r for r in compared if r.runtime.startswith("torch eager float16")]
+        assert {r.batch_size for r in stand_in} == set(BATCH_SIZES)
+        assert all(r.compute_dtype == "float16" and r.passed for r in stand_in)
+    assert all(r.compute_dtype is None for r in compared if r.artifact != FP16)
     assert float32_fallback_ops(small_export.directory / FLOAT, CPU) == []
 
 
@@ -193,20 +203,20 @@ print("ok")
 def test_structure_check_holds_each_graph_to_the_manifest(small_export: Exported) -> None:
     manifest = small_export.manifest
     for kind in (ONNX, ONNX_SERVING, ONNX_FP16):
-        record = check_onnx_structure(small_export.directory / ARTIFACT_FILES[kind], kind, manifest)
-        assert record["passed"], record["detail"]
+        result = check_onnx_structure(small_export.directory / ARTIFACT_FILES[kind], kind, manifest)
+        assert result.passed, result.detail
+        assert result.artifact == ARTIFACT_FILES[kind]
+        assert result.detail == f"opset {manifest.onnx.opset}, symbolic batch dimension 'batch'"
     path = small_export.directory / FLOAT
-    wrong_opset = replace(manifest, onnx=OnnxInterface(opset=17))
-    assert "opset" in check_onnx_structure(path, ONNX, wrong_opset)["detail"]
+    wrong_opset = check_onnx_structure(path, ONNX, replace(manifest, onnx=OnnxInterface(opset=17)))
+    assert not wrong_opset.passed and "opset" in wrong_opset.detail
     wrong_nz = replace(manifest, model=replace(manifest.model, nz=manifest.model.nz + 1))
-    record = check_onnx_structure(path, ONNX, wrong_nz)
-    assert (
-        not record["passed"]
-        and "inputs" in record["detail"]
-        and "metadata_props" in record["detail"]
-    )
+    result = check_onnx_structure(path, ONNX, wrong_nz)
+    assert not result.passed and "inputs" in result.detail and "metadata_props" in result.detail
+    assert result.describe() == f"{FLOAT}: {STRUCTURE_CHECK} failed: {result.detail}"
     wrong_kind = check_onnx_structure(path, ONNX_SERVING, manifest)
-    assert not wrong_kind["passed"] and "outputs" in wrong_kind["detail"]
+    assert not wrong_kind.passed and "outputs" in wrong_kind.detail
+    assert failures([wrong_kind, *manifest.parity]) == [wrong_kind]
 
 
 # ----------------------------------------------------------------------------- the comparisons

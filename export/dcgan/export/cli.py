@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from dcgan.contract.check_results import ParityResult, SkippedCheck
+
 if TYPE_CHECKING:
     from dcgan.contract.manifest import Manifest
 
@@ -93,16 +95,17 @@ def summary(manifest: Manifest, out: Path) -> str:
     """What was exported, from what, and how each artifact fared against eager."""
     model, source = manifest.model, manifest.source
     origin = f"step {source.step}" if source.step is not None else "a bare state_dict"
-    ran = [record for record in manifest.parity if record["passed"] is not None]
+    ran = [result for result in manifest.parity if not isinstance(result, SkippedCheck)]
+    compared = [result for result in ran if isinstance(result, ParityResult)]
     worst: dict[str, float] = {}
-    for record in ran:
-        if "max_abs_error" in record and "differing_pixels" not in record:
-            key = f"{record['artifact']} on {record['runtime']}"
-            worst[key] = max(worst.get(key, 0.0), record["max_abs_error"])
-    batch_sizes = sorted({record["batch_size"] for record in ran if "batch_size" in record})
-    notes = dict.fromkeys(record["note"] for record in ran if "note" in record)
+    for result in compared:
+        if result.pixels is None:  # pixel comparisons count levels, not an error in [-1, 1]
+            key = f"{result.artifact} on {result.runtime}"
+            worst[key] = max(worst.get(key, 0.0), result.max_abs_error)
+    batch_sizes = sorted({result.batch_size for result in compared})
+    notes = dict.fromkeys(result.note for result in compared if result.note is not None)
     skipped = dict.fromkeys(
-        record["skipped"] for record in manifest.parity if record["passed"] is None
+        result.reason for result in manifest.parity if isinstance(result, SkippedCheck)
     )
     return "\n".join(
         [

@@ -82,11 +82,11 @@ def export_generator(
     try:
         loaded = load_generator(source, shape)
         manifest = write_artifacts(loaded, staging, kinds)
-        records = run_parity(loaded.generator, staging, manifest, batch_sizes)
-        failed = failures(records)
+        results = run_parity(loaded.generator, staging, manifest, batch_sizes)
+        failed = failures(results)
         if failed:
             raise ParityError(failed)
-        manifest = replace(manifest, parity=records)
+        manifest = replace(manifest, parity=results)
         (staging / MANIFEST).write_text(manifest.to_json())
         install(staging, out_dir, force)
     except BaseException:

@@ -2,14 +2,15 @@
 
 `dcgan-export` runs these checks before it installs anything, and the tests run the same
 functions batch size by batch size: the files are only as good as this proof. Each check yields
-one record for the manifest's `parity` list; a record with `passed: false` fails the export.
+one typed result (dcgan.contract.check_results) for the manifest's `parity` list; a result that
+did not pass fails the export.
 """
 
 from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,13 @@ import numpy.typing as npt
 import onnx
 import torch
 
+from dcgan.contract.check_results import (
+    CheckResult,
+    ParityResult,
+    PixelMismatch,
+    SkippedCheck,
+    StructureResult,
+)
 from dcgan.contract.manifest import (
     ONNX,
     ONNX_FP16,
@@ -25,11 +33,11 @@ from dcgan.contract.manifest import (
     TORCH_EXPORT,
     TORCHSCRIPT,
     Manifest,
-    onnx_metadata,
     verified_artifact,
 )
 from dcgan.contract.providers import CPU, CUDA, cuda_unavailable_reason, ort, session_providers
 from dcgan.export.batchnorm_fp16 import Float16Generator, fold_batchnorm
+from dcgan.export.structure import check_onnx_structure
 from dcgan.train.model import Generator
 
 BATCH_SIZES = (1, 2, 7, 64, 256)
@@ -41,31 +49,17 @@ TIE_WINDOW = 1e-3  # a pixel value this close to k + 0.5 (in 0..255) may round e
 RUNTIMES = {CPU: f"onnxruntime {CPU}", CUDA: f"onnxruntime {CUDA} (use_tf32=0)"}
 
 Array = npt.NDArray[Any]
-Record = dict[str, Any]
+References = dict[int, tuple[Array, Array]]  # batch size -> (latents, eager images)
+Failure = ParityResult | StructureResult
 
 
 class ParityError(Exception):
     """An artifact disagrees with the eager generator, or breaks the manifest's interface."""
 
-    def __init__(self, failures: list[Record]) -> None:
+    def __init__(self, failures: list[Failure]) -> None:
         self.failures = failures
         more = f" (and {len(failures) - 1} more failed checks)" if len(failures) > 1 else ""
-        super().__init__(describe(failures[0]) + more)
-
-
-def describe(record: Record) -> str:
-    if "check" in record:
-        return f"{record['artifact']}: {record['check']} failed: {record['detail']}"
-    return (
-        f"{record['artifact']} at batch size {record['batch_size']} on {record['runtime']}: "
-        f"{_error_text(record)} against {record['reference']} (tolerance {record['tolerance']})"
-    )
-
-
-def _error_text(record: Record) -> str:
-    if "differing_pixels" in record:
-        return f"{record['differing_pixels']} pixels differ, not all of them rounding ties"
-    return f"max abs error {record['max_abs_error']:.3g}"
+        super().__init__(failures[0].describe() + more)
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -115,39 +109,15 @@ def pixel_mismatch(pixels: Array, image: Array) -> tuple[int, int, bool]:
 
 
 def _sci(value: float) -> str:
-    """1e-05 -> 1e-5, as tolerances are written in the issue."""
+    """1e-05 -> 1e-5: a tolerance in the manifest reads as the README states it."""
     mantissa, exponent = f"{value:.0e}".split("e")
     return f"{mantissa}e{int(exponent)}"
-
-
-def _record(
-    artifact: str,
-    reference: str,
-    runtime: str,
-    batch_size: int,
-    error: float,
-    tolerance: str,
-    passed: bool,
-    **extra: Any,
-) -> Record:
-    return {
-        "artifact": artifact,
-        "reference": reference,
-        "runtime": runtime,
-        "batch_size": batch_size,
-        "max_abs_error": error,
-        "tolerance": tolerance,
-        "passed": passed,
-        **extra,
-    }
 
 
 # ----------------------------------------------------------------------------- runtimes
 
 
-def eager_images(
-    generator: Generator, batch_sizes: tuple[int, ...]
-) -> dict[int, tuple[Array, Array]]:
+def eager_images(generator: Generator, batch_sizes: tuple[int, ...]) -> References:
     """Latents and the eager generator's images for each batch size: every check's reference."""
     references = {}
     with torch.no_grad():
@@ -157,7 +127,9 @@ def eager_images(
     return references
 
 
-def onnxruntime_sessions(path: Path) -> tuple[dict[str, ort.InferenceSession], Record | None]:
+def onnxruntime_sessions(
+    path: Path,
+) -> tuple[dict[str, ort.InferenceSession], SkippedCheck | None]:
     """A session per provider that really runs here: CPU, and CUDA when it starts.
 
     onnxruntime-gpu falls back to the CPU without a word when CUDA cannot start, so the provider
@@ -173,14 +145,7 @@ def onnxruntime_sessions(path: Path) -> tuple[dict[str, ort.InferenceSession], R
         else:
             in_use = session.get_providers()[0]
             reason = f"onnxruntime could not start CUDA (the session ran on {in_use})"
-    skipped = None
-    if reason is not None:
-        skipped = {
-            "artifact": path.name,
-            "runtime": RUNTIMES[CUDA],
-            "passed": None,
-            "skipped": reason,
-        }
+    skipped = None if reason is None else SkippedCheck(path.name, RUNTIMES[CUDA], reason)
     return sessions, skipped
 
 
@@ -209,77 +174,12 @@ def float32_fallback_ops(path: Path, provider: str) -> list[str]:
 # ----------------------------------------------------------------------------- checks
 
 
-def check_onnx_structure(path: Path, kind: str, manifest: Manifest) -> Record:
-    """onnx.checker (full), strict shape inference, and the interface the manifest promises."""
-    problems: list[str] = []
-    model = onnx.load(str(path), load_external_data=False)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        problems.append(str(error).strip().splitlines()[0])
-    interface, info = manifest.onnx, manifest.model
-    opsets = {entry.domain: entry.version for entry in model.opset_import}
-    if opsets.get("", opsets.get("ai.onnx")) != interface.opset:
-        problems.append(f"opset {opsets}, manifest says {interface.opset}")
-    batch = interface.batch_dim
-    side = info.image_size
-    expected_io = {
-        "inputs": [(interface.input, onnx.TensorProto.FLOAT, [batch, info.nz])],
-        "outputs": [(interface.output, onnx.TensorProto.FLOAT, [batch, info.channels, side, side])],
-    }
-    if kind == ONNX_SERVING:
-        pixels = (
-            interface.pixels_output,
-            onnx.TensorProto.UINT8,
-            [batch, side, side, info.channels],
-        )
-        expected_io["outputs"].append(pixels)
-    for group, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
-        found = [(value.name, value.type.tensor_type.elem_type, _dims(value)) for value in values]
-        if found != expected_io[group]:
-            problems.append(f"{group} {found}, manifest says {expected_io[group]}")
-    if any(node.op_type == "BatchNormalization" for node in model.graph.node):
-        problems.append("a BatchNormalization node was left unfolded")
-    if any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in model.graph.initializer):
-        problems.append("weights are stored outside the file")
-    if kind == ONNX_FP16:
-        floats = {t.data_type for t in model.graph.initializer if t.data_type in _FLOAT_TYPES}
-        if floats != {onnx.TensorProto.FLOAT16}:
-            problems.append(f"weights are not all float16 ({sorted(floats)})")
-    metadata = {prop.key: prop.value for prop in model.metadata_props}
-    expected = onnx_metadata(
-        info, interface, manifest.source, manifest.versions["dcgan-serving"], kind
-    )
-    if metadata != expected:
-        problems.append(f"metadata_props {metadata}, manifest says {expected}")
-    return {
-        "artifact": path.name,
-        "check": "onnx.checker full_check, strict shape inference, interface and metadata",
-        "passed": not problems,
-        "detail": "; ".join(problems)
-        or f"opset {interface.opset}, symbolic batch dimension {batch!r}",
-    }
-
-
-_FLOAT_TYPES = {
-    onnx.TensorProto.FLOAT,
-    onnx.TensorProto.FLOAT16,
-    onnx.TensorProto.DOUBLE,
-    onnx.TensorProto.BFLOAT16,
-}
-
-
-def _dims(value: onnx.ValueInfoProto) -> list[str | int]:
-    return [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
-
-
 def check_onnx_graphs(
     float_path: Path,
     serving_path: Path,
-    references: dict[int, tuple[Array, Array]],
+    references: References,
     manifest: Manifest,
-) -> list[Record]:
+) -> list[CheckResult]:
     """The float graph and the serving graph against eager, and `pixels` against the float graph.
 
     The pixel reference is the float graph's own image, post-processed in NumPy on the same
@@ -289,7 +189,9 @@ def check_onnx_graphs(
     tolerance = f"rtol={_sci(ORT_RTOL)} atol={_sci(ORT_ATOL)}"
     float_sessions, float_skipped = onnxruntime_sessions(float_path)
     serving_sessions, serving_skipped = onnxruntime_sessions(serving_path)
-    records = [skipped for skipped in (float_skipped, serving_skipped) if skipped is not None]
+    results: list[CheckResult] = [
+        skipped for skipped in (float_skipped, serving_skipped) if skipped is not None
+    ]
     for provider, float_session in float_sessions.items():
         runtime = RUNTIMES[provider]
         serving_session = serving_sessions[provider]
@@ -298,64 +200,67 @@ def check_onnx_graphs(
             (image,) = float_session.run([interface.output], feed)
             served, pixels = serving_session.run([interface.output, interface.pixels_output], feed)
             for name, actual in ((float_path.name, image), (serving_path.name, served)):
-                error = max_abs_error(actual, expected)
-                passed = allclose(actual, expected, ORT_RTOL, ORT_ATOL)
-                records.append(
-                    _record(name, "torch eager", runtime, batch_size, error, tolerance, passed)
+                results.append(
+                    ParityResult(
+                        artifact=name,
+                        reference="torch eager",
+                        runtime=runtime,
+                        batch_size=batch_size,
+                        max_abs_error=max_abs_error(actual, expected),
+                        tolerance=tolerance,
+                        passed=allclose(actual, expected, ORT_RTOL, ORT_ATOL),
+                    )
                 )
             differing, largest, all_ties = pixel_mismatch(pixels, image)
-            records.append(
-                _record(
-                    f"{serving_path.name} ({interface.pixels_output})",
-                    f"{float_path.name} ({interface.output}) post-processed in NumPy",
-                    runtime,
-                    batch_size,
-                    float(largest),
-                    "exact up to rounding ties",
-                    all_ties,
-                    differing_pixels=differing,
-                    all_rounding_ties=all_ties,
+            results.append(
+                ParityResult(
+                    artifact=f"{serving_path.name} ({interface.pixels_output})",
+                    reference=f"{float_path.name} ({interface.output}) post-processed in NumPy",
+                    runtime=runtime,
+                    batch_size=batch_size,
+                    max_abs_error=float(largest),
+                    tolerance="exact up to rounding ties",
+                    passed=all_ties,
+                    pixels=PixelMismatch(differing_pixels=differing, all_rounding_ties=all_ties),
                 )
             )
-    return records
+    return results
 
 
-def check_fp16_graph(
-    path: Path, generator: Generator, references: dict[int, tuple[Array, Array]]
-) -> list[Record]:
+def check_fp16_graph(path: Path, generator: Generator, references: References) -> list[CheckResult]:
     """The float16 graph against float32 eager: at most FP16_ATOL, with the error reported.
 
     Where no onnxruntime provider here computes in float16 (the CPU provider casts the graph's
-    ConvTranspose back to float32), the records say so, and the same float16 network runs in
+    ConvTranspose back to float32), the results say so, and the same float16 network runs in
     PyTorch eager float16 as well, so that float16 arithmetic is checked on this machine too.
     """
     tolerance = f"max abs error <= {_sci(FP16_ATOL)}"
     sessions, skipped = onnxruntime_sessions(path)
-    records = [skipped] if skipped is not None else []
+    results: list[CheckResult] = [skipped] if skipped is not None else []
     ran_in_float16 = False
     for provider, session in sessions.items():
         fallback = float32_fallback_ops(path, provider)
         ran_in_float16 |= not fallback
-        extra: dict[str, Any] = {"compute_dtype": "float32" if fallback else "float16"}
+        note = None
         if fallback:
-            extra["note"] = (
+            note = (
                 f"onnxruntime's {provider} runs {', '.join(fallback)} in float32 (it has no "
                 "float16 kernel): this checks the float16 weights, not float16 arithmetic"
             )
         for batch_size, (z, expected) in references.items():
             (image,) = session.run(None, {session.get_inputs()[0].name: z})
             error = max_abs_error(image, expected)
-            runtime = RUNTIMES[provider]
-            records.append(
-                _record(
-                    path.name,
-                    "torch eager",
-                    runtime,
-                    batch_size,
-                    error,
-                    tolerance,
-                    error <= FP16_ATOL,
-                    **extra,
+            results.append(
+                ParityResult(
+                    artifact=path.name,
+                    reference="torch eager",
+                    runtime=RUNTIMES[provider],
+                    batch_size=batch_size,
+                    max_abs_error=error,
+                    tolerance=tolerance,
+                    passed=error <= FP16_ATOL,
+                    compute_dtype="float32" if fallback else "float16",
+                    note=note,
                 )
             )
     if not ran_in_float16:
@@ -365,41 +270,45 @@ def check_fp16_graph(
             with torch.no_grad():
                 image = half(torch.from_numpy(z)).numpy()
             error = max_abs_error(image, expected)
-            records.append(
-                _record(
-                    path.name,
-                    "torch eager",
-                    "torch eager float16 (CPU), the same network",
-                    batch_size,
-                    error,
-                    tolerance,
-                    error <= FP16_ATOL,
+            results.append(
+                ParityResult(
+                    artifact=path.name,
+                    reference="torch eager",
+                    runtime="torch eager float16 (CPU), the same network",
+                    batch_size=batch_size,
+                    max_abs_error=error,
+                    tolerance=tolerance,
+                    passed=error <= FP16_ATOL,
                     compute_dtype="float16",
                     note=note,
                 )
             )
-    return records
+    return results
 
 
 def check_torch_artifact(
     name: str,
     run: Callable[[torch.Tensor], torch.Tensor],
     runtime: str,
-    references: dict[int, tuple[Array, Array]],
-) -> list[Record]:
+    references: References,
+) -> list[CheckResult]:
     """TorchScript or torch.export against eager: the same kernels, so within TORCH_ATOL."""
-    records = []
+    results: list[CheckResult] = []
     for batch_size, (z, expected) in references.items():
         with torch.no_grad():
             image = run(torch.from_numpy(z)).numpy()
-        error = max_abs_error(image, expected)
-        passed = allclose(image, expected, 0.0, TORCH_ATOL)
-        records.append(
-            _record(
-                name, "torch eager", runtime, batch_size, error, f"atol={_sci(TORCH_ATOL)}", passed
+        results.append(
+            ParityResult(
+                artifact=name,
+                reference="torch eager",
+                runtime=runtime,
+                batch_size=batch_size,
+                max_abs_error=max_abs_error(image, expected),
+                tolerance=f"atol={_sci(TORCH_ATOL)}",
+                passed=allclose(image, expected, 0.0, TORCH_ATOL),
             )
         )
-    return records
+    return results
 
 
 # ----------------------------------------------------------------------------- all of them
@@ -410,34 +319,37 @@ def run_parity(
     export_dir: Path,
     manifest: Manifest,
     batch_sizes: tuple[int, ...] = BATCH_SIZES,
-) -> list[Record]:
+) -> list[CheckResult]:
     """Every check for every artifact in `manifest`, each file first verified by its sha256."""
     references = eager_images(generator, batch_sizes)
     kinds = {artifact.kind for artifact in manifest.artifacts.values()}
     path = {kind: verified_artifact(export_dir, manifest, kind) for kind in kinds}
-    records = [
+    results: list[CheckResult] = [
         check_onnx_structure(path[kind], kind, manifest)
         for kind in (ONNX, ONNX_SERVING, ONNX_FP16)
         if kind in kinds
     ]
     if ONNX in kinds:
-        records += check_onnx_graphs(path[ONNX], path[ONNX_SERVING], references, manifest)
+        results += check_onnx_graphs(path[ONNX], path[ONNX_SERVING], references, manifest)
     if ONNX_FP16 in kinds:
-        records += check_fp16_graph(path[ONNX_FP16], generator, references)
+        results += check_fp16_graph(path[ONNX_FP16], generator, references)
     if TORCHSCRIPT in kinds:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated for .pt2
             scripted = torch.jit.load(str(path[TORCHSCRIPT]), map_location="cpu")  # type: ignore[no-untyped-call]
-        records += check_torch_artifact(
+        results += check_torch_artifact(
             path[TORCHSCRIPT].name, scripted, "torch.jit.load", references
         )
     if TORCH_EXPORT in kinds:
         exported = torch.export.load(path[TORCH_EXPORT]).module()
-        records += check_torch_artifact(
+        results += check_torch_artifact(
             path[TORCH_EXPORT].name, exported, "torch.export.load", references
         )
-    return records
+    return results
 
 
-def failures(records: list[Record]) -> list[Record]:
-    return [record for record in records if record["passed"] is False]
+def failures(results: Iterable[CheckResult]) -> list[Failure]:
+    """The results that ran and did not pass; a check that could not run is no failure."""
+    return [
+        result for result in results if not isinstance(result, SkippedCheck) and not result.passed
+    ]

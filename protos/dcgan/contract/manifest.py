@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dcgan.contract.check_results import CheckResult, check_result_from_dict
+
 FORMAT = "dcgan-serving/export"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -76,7 +78,7 @@ class Manifest:
     artifacts: dict[str, Artifact]  # file name -> record
     source: Source
     versions: dict[str, str]
-    parity: list[dict[str, Any]]
+    parity: list[CheckResult]  # every check export ran, and each it could not
     created: str
     format: str = FORMAT
     version: int = VERSION
@@ -88,7 +90,9 @@ class Manifest:
         raise ManifestError(f"the export holds no {kind} artifact")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        data = asdict(self)
+        data["parity"] = [result.to_dict() for result in self.parity]
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -109,11 +113,27 @@ class Manifest:
                 artifacts={name: Artifact(**record) for name, record in data["artifacts"].items()},
                 source=Source(**data["source"]),
                 versions=dict(data["versions"]),
-                parity=list(data["parity"]),
+                parity=_parity(data["parity"]),
                 created=str(data["created"]),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ManifestError(f"malformed manifest: {error!r}") from None
+
+
+def _parity(records: Any) -> list[CheckResult]:
+    """The `parity` list, typed; a bad record is named by its place and its artifact."""
+    if not isinstance(records, list):
+        raise ManifestError(f"malformed manifest: parity is a {type(records).__name__}, not a list")
+    results = []
+    for index, record in enumerate(records):
+        try:
+            results.append(check_result_from_dict(record))
+        except ValueError as error:
+            artifact = f" ({record.get('artifact')})" if isinstance(record, dict) else ""
+            raise ManifestError(
+                f"malformed manifest: parity record {index}{artifact}: {error}"
+            ) from None
+    return results
 
 
 def onnx_metadata(
