@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -48,14 +51,39 @@ def latents(value: float, count: int = 1) -> np.ndarray:
     return np.full((count, 3), value, dtype=np.float32)
 
 
-def make(
-    model: Model, instances: int = 1, wide_lane: bool = False, **options: Any
-) -> tuple[DynamicBatcher, ServiceMetrics]:
-    metrics = ServiceMetrics()
+@asynccontextmanager
+async def batching(
+    model: Model,
+    metrics: ServiceMetrics | None = None,
+    instances: int = 1,
+    wide_lane: bool = False,
+    **options: Any,
+) -> AsyncIterator[DynamicBatcher]:
+    """A batcher for `model`; afterwards, pass or fail, the model is released and it shuts down."""
     batcher = DynamicBatcher(
-        model, BatchingOptions(**options), metrics, instances=instances, wide_lane=wide_lane
+        model,
+        BatchingOptions(**options),
+        ServiceMetrics() if metrics is None else metrics,
+        instances=instances,
+        wide_lane=wide_lane,
     )
-    return batcher, metrics
+    try:
+        yield batcher
+    finally:
+        model.release.set()
+        for gate in model.gates.values():
+            gate.set()
+        batcher.shutdown()
+
+
+def scenario(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """An async test, run on an event loop of its own."""
+
+    @functools.wraps(test)
+    def run() -> None:
+        asyncio.run(test())
+
+    return run
 
 
 def counter(metrics: ServiceMetrics, name: str, **labels: str) -> float:
@@ -78,10 +106,10 @@ async def occupy(batcher: DynamicBatcher, model: Model, value: float = 0) -> asy
     return held
 
 
-def test_a_lone_request_runs_at_once_and_a_full_queue_flushes_by_size() -> None:
-    async def scenario() -> None:
-        model = Model()
-        batcher, metrics = make(model, max_batch_size=4, max_queue_delay_s=10.0)
+@scenario
+async def test_a_lone_request_runs_at_once_and_a_full_queue_flushes_by_size() -> None:
+    model, metrics = Model(), ServiceMetrics()
+    async with batching(model, metrics, max_batch_size=4, max_queue_delay_s=10.0) as batcher:
         first = await occupy(batcher, model)  # nothing was computing: ran at once
         rest = [asyncio.create_task(batcher.submit(latents(i), KINDS)) for i in range(1, 9)]
         await until(lambda: batcher.queued == 8)
@@ -92,15 +120,14 @@ def test_a_lone_request_runs_at_once_and_a_full_queue_flushes_by_size() -> None:
             np.testing.assert_array_equal(result.outputs["values"], latents(i) * 2)
         assert counter(metrics, "dcgan_batch_flushes_total", reason="idle") == 1
         assert counter(metrics, "dcgan_batch_flushes_total", reason="full") == 2
-        batcher.shutdown()
-
-    asyncio.run(scenario())
 
 
-def test_the_queue_delay_flushes_a_partial_batch_while_another_computes() -> None:
-    async def scenario() -> None:
-        model = Model()
-        batcher, metrics = make(model, max_batch_size=8, max_queue_delay_s=0.05, instances=2)
+@scenario
+async def test_the_queue_delay_flushes_a_partial_batch_while_another_computes() -> None:
+    model, metrics = Model(), ServiceMetrics()
+    async with batching(
+        model, metrics, instances=2, max_batch_size=8, max_queue_delay_s=0.05
+    ) as batcher:
         blocker = await occupy(batcher, model)
         begin = time.monotonic()
         waiting = [asyncio.create_task(batcher.submit(latents(i), KINDS)) for i in (1, 2)]
@@ -110,29 +137,23 @@ def test_the_queue_delay_flushes_a_partial_batch_while_another_computes() -> Non
         assert counter(metrics, "dcgan_batch_flushes_total", reason="timeout") == 1
         model.release.set()
         await asyncio.gather(blocker, *waiting)
-        batcher.shutdown()
-
-    asyncio.run(scenario())
 
 
-def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order() -> None:
-    async def scenario() -> None:
-        model = Model()
-        batcher, _ = make(model, max_batch_size=4)
+@scenario
+async def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order() -> None:
+    model = Model()
+    async with batching(model, max_batch_size=4) as batcher:
         values = np.arange(30, dtype=np.float32).reshape(10, 3)
         result = await batcher.submit(values, KINDS)
         assert model.sizes == [4, 4, 2]
         np.testing.assert_array_equal(result.outputs["values"], values * 2)
         assert result.compute_s > 0 and result.queue_s >= 0
-        batcher.shutdown()
-
-    asyncio.run(scenario())
 
 
-def test_requests_share_batches_and_each_gets_its_own_rows() -> None:
-    async def scenario() -> None:
-        model = Model()
-        batcher, _ = make(model, max_batch_size=5)
+@scenario
+async def test_requests_share_batches_and_each_gets_its_own_rows() -> None:
+    model = Model()
+    async with batching(model, max_batch_size=5) as batcher:
         blocker = await occupy(batcher, model, -1)
         sizes = [3, 1, 4, 2]
         tasks = [
@@ -145,15 +166,12 @@ def test_requests_share_batches_and_each_gets_its_own_rows() -> None:
         assert model.sizes == [1, 5, 5]  # request 2 straddles two batches
         for i, (n, result) in enumerate(zip(sizes, results, strict=True)):
             np.testing.assert_array_equal(result.outputs["values"], latents(i, n) * 2)
-        batcher.shutdown()
-
-    asyncio.run(scenario())
 
 
-def test_an_expired_deadline_drops_the_latents_before_they_run() -> None:
-    async def scenario() -> None:
-        model = Model()
-        batcher, metrics = make(model, max_batch_size=4)
+@scenario
+async def test_an_expired_deadline_drops_the_latents_before_they_run() -> None:
+    model, metrics = Model(), ServiceMetrics()
+    async with batching(model, metrics, max_batch_size=4) as batcher:
         blocker = await occupy(batcher, model)
         late = asyncio.create_task(
             batcher.submit(latents(7, 2), KINDS, deadline=time.monotonic() + 0.01)
@@ -165,15 +183,12 @@ def test_an_expired_deadline_drops_the_latents_before_they_run() -> None:
         await blocker
         assert model.sizes == [1]  # the late latents never reached the model
         assert counter(metrics, "dcgan_dropped_latents_total", reason="deadline") == 2
-        batcher.shutdown()
-
-    asyncio.run(scenario())
 
 
-def test_a_cancelled_request_is_not_computed() -> None:
-    async def scenario() -> None:
-        model = Model()
-        batcher, metrics = make(model, max_batch_size=4)
+@scenario
+async def test_a_cancelled_request_is_not_computed() -> None:
+    model, metrics = Model(), ServiceMetrics()
+    async with batching(model, metrics, max_batch_size=4) as batcher:
         blocker = await occupy(batcher, model)
         gone = asyncio.create_task(batcher.submit(latents(5, 3), KINDS))
         kept = asyncio.create_task(batcher.submit(latents(6), KINDS))
@@ -184,15 +199,12 @@ def test_a_cancelled_request_is_not_computed() -> None:
         assert model.sizes == [1, 1]
         assert (model.batches[1] == 6).all()
         assert counter(metrics, "dcgan_dropped_latents_total", reason="cancelled") == 3
-        batcher.shutdown()
-
-    asyncio.run(scenario())
 
 
-def test_an_error_fails_exactly_the_requests_of_its_batch() -> None:
-    async def scenario() -> None:
-        model = Model()
-        batcher, _ = make(model, max_batch_size=2)
+@scenario
+async def test_an_error_fails_exactly_the_requests_of_its_batch() -> None:
+    model = Model()
+    async with batching(model, max_batch_size=2) as batcher:
         model.fail_on = 3.0
         blocker = await occupy(batcher, model)
         tasks = [asyncio.create_task(batcher.submit(latents(v), KINDS)) for v in (1, 2, 3, 4, 5)]
@@ -202,27 +214,21 @@ def test_an_error_fails_exactly_the_requests_of_its_batch() -> None:
         assert model.sizes == [1, 2, 2, 1]  # batches [0] [1 2] [3 4] [5]
         failed = [isinstance(result, ModelFailure) for result in results]
         assert failed == [False, False, False, True, True, False]
-        batcher.shutdown()
-
-    asyncio.run(scenario())
 
 
-def test_a_model_returning_too_few_rows_fails_its_batch() -> None:
-    async def scenario() -> None:
-        model = Model()
-        model.short_by = 1
-        batcher, _ = make(model)
+@scenario
+async def test_a_model_returning_too_few_rows_fails_its_batch() -> None:
+    model = Model()
+    model.short_by = 1
+    async with batching(model) as batcher:
         with pytest.raises(ModelFailure, match="returned 1 values for 2 latents"):
             await batcher.submit(latents(1, 2), KINDS)
-        batcher.shutdown()
-
-    asyncio.run(scenario())
 
 
-def test_a_full_queue_refuses_and_a_drain_finishes_what_it_accepted() -> None:
-    async def scenario() -> None:
-        model = Model()
-        batcher, _ = make(model, max_batch_size=4, max_queue_size=6)
+@scenario
+async def test_a_full_queue_refuses_and_a_drain_finishes_what_it_accepted() -> None:
+    model = Model()
+    async with batching(model, max_batch_size=4, max_queue_size=6) as batcher:
         blocker = await occupy(batcher, model)
         accepted = asyncio.create_task(batcher.submit(latents(1, 5), KINDS))
         await until(lambda: batcher.queued == 5)
@@ -237,15 +243,12 @@ def test_a_full_queue_refuses_and_a_drain_finishes_what_it_accepted() -> None:
         await drained
         assert accepted.done() and blocker.done()
         np.testing.assert_array_equal(accepted.result().outputs["values"], latents(1, 5) * 2)
-        batcher.shutdown()
-
-    asyncio.run(scenario())
 
 
-def test_a_wide_lane_takes_lone_latents_and_the_load_spreads_over_instances() -> None:
-    async def scenario() -> None:
-        model = Model()
-        batcher, metrics = make(model, max_batch_size=4, instances=2, wide_lane=True)
+@scenario
+async def test_a_wide_lane_takes_lone_latents_and_the_load_spreads_over_instances() -> None:
+    model, metrics = Model(), ServiceMetrics()
+    async with batching(model, metrics, max_batch_size=4, instances=2, wide_lane=True) as batcher:
         await batcher.submit(latents(0), KINDS)  # call 0, alone: wide, on every core
         lone_done = threading.Event()
         model.gates[1] = lone_done
@@ -262,6 +265,3 @@ def test_a_wide_lane_takes_lone_latents_and_the_load_spreads_over_instances() ->
         # the 6 waiting latents were split 3 + 3 over the two parallel sessions
         assert model.wide == [True, True, False, False] and model.sizes == [1, 1, 3, 3]
         assert counter(metrics, "dcgan_model_runs_total", lane="parallel") == 2
-        batcher.shutdown()
-
-    asyncio.run(scenario())
