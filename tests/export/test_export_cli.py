@@ -19,6 +19,7 @@ from dcgan.contract.manifest import ONNX_SERVING, file_sha256, read_manifest, ve
 from dcgan.contract.providers import ort
 from dcgan.export.cli import app
 from dcgan.export.parity import latents, pixel_mismatch
+from dcgan.export.sources import STATE_DICT_DEFAULTS
 from dcgan.train.train import resolve_config, train
 from tests.export.exports import SMALL, SMALL_FLAGS, examples_state_dict
 from tests.train.test_model import pytorch_examples_netd, pytorch_examples_netg
@@ -69,6 +70,11 @@ def test_help_is_fast_and_imports_no_torch() -> None:
     assert result.returncode == 0
     for option in ("--onnx", "--torchscript", "--fp16", "--out", "--force", "--nz", "--image-size"):
         assert option in result.stdout
+    lines = result.stdout.splitlines()
+    assert "[default: exports/dcgan]" in result.stdout
+    for field, default in STATE_DICT_DEFAULTS.items():  # the shape options show what applies
+        (line,) = [line for line in lines if f"--{field.replace('_', '-')} " in line]
+        assert f"[default: ({default})]" in line, line
 
 
 def test_a_pytorch_examples_state_dict_exports_and_serves_through_onnxruntime(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from dcgan.contract.check_results import ParityResult, SkippedCheck
+from dcgan.export.shape_defaults import STATE_DICT_DEFAULTS
 
 if TYPE_CHECKING:
     from dcgan.contract.manifest import Manifest
@@ -15,6 +16,16 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 SHAPE = "Shape of a bare state_dict (ours carry theirs)"
+
+
+def shape_option(text: str, field: str) -> Any:
+    """A shape option: None when not given, so a checkpoint's own shape can refuse a contradiction.
+
+    Its help shows the state_dict default that applies when the option is left out.
+    """
+    return typer.Option(
+        help=text, show_default=str(STATE_DICT_DEFAULTS[field]), rich_help_panel=SHAPE
+    )
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -45,18 +56,10 @@ def main(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an EXPORT_DIR that holds other files.")
     ] = False,
-    nz: Annotated[
-        int | None, typer.Option(help="Latent size (default 100).", rich_help_panel=SHAPE)
-    ] = None,
-    ngf: Annotated[
-        int | None, typer.Option(help="Generator width (default 64).", rich_help_panel=SHAPE)
-    ] = None,
-    channels: Annotated[
-        int | None, typer.Option(help="1 or 3 (default 3).", rich_help_panel=SHAPE)
-    ] = None,
-    image_size: Annotated[
-        int | None, typer.Option(help="32, 64 or 128 (default 64).", rich_help_panel=SHAPE)
-    ] = None,
+    nz: Annotated[int | None, shape_option("Latent size.", "nz")] = None,
+    ngf: Annotated[int | None, shape_option("Generator width.", "ngf")] = None,
+    channels: Annotated[int | None, shape_option("1 or 3.", "channels")] = None,
+    image_size: Annotated[int | None, shape_option("32, 64 or 128.", "image_size")] = None,
 ) -> None:
     """Export a DCGAN generator to ONNX and TorchScript, and prove every artifact's parity.
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from dcgan.contract.manifest import Source, file_sha256
+from dcgan.export.shape_defaults import SHAPE_FIELDS, STATE_DICT_DEFAULTS
 from dcgan.train.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -24,9 +25,6 @@ from dcgan.train.checkpoint import (
 )
 from dcgan.train.model import Generator, ModelConfig
 
-# What a bare state_dict is taken to be when no option says otherwise: pytorch/examples' defaults.
-STATE_DICT_DEFAULTS = {"nz": 100, "ngf": 64, "channels": 3, "image_size": 64}
-SHAPE_FIELDS = tuple(STATE_DICT_DEFAULTS)
 # How torch.save's files begin: a zip archive since torch 1.6, before it a pickled magic number.
 ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
