@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from dcgan.train.checkpoint import load_checkpoint
-from dcgan.train.train import ConfigError, TrainConfig, load_resume, resolve_config, train
+from dcgan.train.config import TrainConfig
+from dcgan.train.train import ConfigError, load_resume, resolve_config, train
 
 TINY = {
     "dataset": "folder",

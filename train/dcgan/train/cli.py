@@ -1,38 +1,21 @@
-"""`dcgan-train`: parse the command line and hand off to `dcgan.train.train.train`."""
+"""`dcgan-train`: parse the command line and hand off to `dcgan.train.train.train`.
+
+Every option's default is `TrainConfig`'s. Only the options given on the command line reach
+`resolve_config`, so a resumed run keeps its own settings for the rest.
+"""
 
 from __future__ import annotations
 
 import signal
-from enum import Enum, StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from dcgan.train.config import Dataset, Device, Precision, TrainConfig
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-class Dataset(StrEnum):
-    digits = "digits"
-    mnist = "mnist"
-    fashion_mnist = "fashion-mnist"
-    cifar10 = "cifar10"
-    folder = "folder"
-    fake = "fake"
-
-
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Precision(StrEnum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
 
 DATA = "Data"
 MODEL = "Model"
@@ -46,15 +29,31 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def given_options(ctx: typer.Context) -> dict[str, Any]:
+    """The options typed on the command line (even at their default), as TrainConfig values."""
+    given: dict[str, Any] = {}
+    for name, value in ctx.params.items():
+        source = ctx.get_parameter_source(name)
+        # click's ParameterSource, told by name: typer vendors click as a private module.
+        if name == "resume" or source is None or source.name != "COMMANDLINE":
+            continue
+        if isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, Path):
+            value = str(value)
+        given[name] = value
+    return given
+
+
 @app.command()
 def main(
+    ctx: typer.Context,
     dataset: Annotated[
-        Dataset | None,
+        Dataset,
         typer.Option(
-            help="Training data; digits is embedded and works offline. [default: digits]",
-            rich_help_panel=DATA,
+            help="Training data; digits is embedded and works offline.", rich_help_panel=DATA
         ),
-    ] = None,
+    ] = Dataset(TrainConfig.dataset),  # noqa: B008 - an enum member, immutable
     data_root: Annotated[
         Path | None,
         typer.Option(
@@ -63,97 +62,88 @@ def main(
         ),
     ] = None,
     download: Annotated[
-        bool | None,
+        bool,
         typer.Option(
             "--download/--no-download",
             help="Let torchvision fetch mnist, fashion-mnist or cifar10 into --data-root.",
             rich_help_panel=DATA,
         ),
-    ] = None,
+    ] = TrainConfig.download,
     workers: Annotated[
-        int | None,
-        typer.Option(help="Image decoding processes. [default: 2]", rich_help_panel=DATA),
-    ] = None,
+        int, typer.Option(help="Image decoding processes.", rich_help_panel=DATA)
+    ] = TrainConfig.workers,
     preload_limit_mb: Annotated[
-        float | None,
+        float,
         typer.Option(
-            help="Hold the decoded data set in (GPU) memory up to this size. [default: 4096]",
+            help="Hold the decoded data set in (GPU) memory up to this size.",
             rich_help_panel=DATA,
         ),
-    ] = None,
+    ] = TrainConfig.preload_limit_mb,
     image_size: Annotated[
-        int | None, typer.Option(help="32, 64 or 128. [default: 64]", rich_help_panel=MODEL)
-    ] = None,
+        int, typer.Option(help="32, 64 or 128.", rich_help_panel=MODEL)
+    ] = TrainConfig.image_size,
     channels: Annotated[
         int | None,
-        typer.Option(help="1 or 3. [default: the data set's own]", rich_help_panel=MODEL),
-    ] = None,
-    nz: Annotated[
-        int | None, typer.Option(help="Latent size. [default: 100]", rich_help_panel=MODEL)
-    ] = None,
+        typer.Option(help="1 or 3.", show_default="the data set's own", rich_help_panel=MODEL),
+    ] = TrainConfig.channels,
+    nz: Annotated[int, typer.Option(help="Latent size.", rich_help_panel=MODEL)] = TrainConfig.nz,
     ngf: Annotated[
-        int | None, typer.Option(help="Generator width. [default: 64]", rich_help_panel=MODEL)
-    ] = None,
+        int, typer.Option(help="Generator width.", rich_help_panel=MODEL)
+    ] = TrainConfig.ngf,
     ndf: Annotated[
-        int | None, typer.Option(help="Discriminator width. [default: 64]", rich_help_panel=MODEL)
-    ] = None,
+        int, typer.Option(help="Discriminator width.", rich_help_panel=MODEL)
+    ] = TrainConfig.ndf,
     batch_size: Annotated[
-        int | None,
-        typer.Option(help="Global batch, split over ranks. [default: 128]", rich_help_panel=OPTIM),
-    ] = None,
+        int, typer.Option(help="Global batch, split over ranks.", rich_help_panel=OPTIM)
+    ] = TrainConfig.batch_size,
     epochs: Annotated[
-        int | None, typer.Option(help="Passes over the data. [default: 5]", rich_help_panel=OPTIM)
-    ] = None,
+        int, typer.Option(help="Passes over the data.", rich_help_panel=OPTIM)
+    ] = TrainConfig.epochs,
     max_steps: Annotated[
-        int | None, typer.Option(help="Stop after this many steps in all.", rich_help_panel=OPTIM)
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(help="Adam learning rate. [default: 0.0002]", rich_help_panel=OPTIM),
-    ] = None,
-    beta1: Annotated[
-        float | None, typer.Option(help="Adam beta1. [default: 0.5]", rich_help_panel=OPTIM)
-    ] = None,
-    seed: Annotated[
         int | None,
         typer.Option(
-            help="Seeds weights, data order and noise. [default: 1]", rich_help_panel=OPTIM
+            help="Stop after this many steps in all.",
+            show_default="none: --epochs decides",
+            rich_help_panel=OPTIM,
         ),
-    ] = None,
+    ] = TrainConfig.max_steps,
+    lr: Annotated[
+        float, typer.Option(help="Adam learning rate.", rich_help_panel=OPTIM)
+    ] = TrainConfig.lr,
+    beta1: Annotated[
+        float, typer.Option(help="Adam beta1.", rich_help_panel=OPTIM)
+    ] = TrainConfig.beta1,
+    seed: Annotated[
+        int, typer.Option(help="Seeds weights, data order and noise.", rich_help_panel=OPTIM)
+    ] = TrainConfig.seed,
     device: Annotated[
-        Device | None,
-        typer.Option(help="auto takes CUDA when present. [default: auto]", rich_help_panel=SPEED),
-    ] = None,
+        Device, typer.Option(help="auto takes CUDA when present.", rich_help_panel=SPEED)
+    ] = Device(TrainConfig.device),  # noqa: B008 - an enum member, immutable
     precision: Annotated[
-        Precision | None,
+        Precision,
         typer.Option(
-            help="auto: bf16 on CUDA and on CPUs with native bf16, else fp32. [default: auto]",
+            help="auto: bf16 on CUDA and on CPUs with native bf16, else fp32.",
             rich_help_panel=SPEED,
         ),
-    ] = None,
+    ] = Precision(TrainConfig.precision),  # noqa: B008 - an enum member, immutable
     channels_last: Annotated[
-        bool | None,
+        bool,
         typer.Option(
             "--channels-last/--no-channels-last",
-            help="NHWC activations. [default: on]",
+            help="NHWC activations.",
             rich_help_panel=SPEED,
         ),
-    ] = None,
+    ] = TrainConfig.channels_last,
     compile: Annotated[
-        bool | None,
+        bool,
         typer.Option(
-            "--compile/--no-compile",
-            help="torch.compile both networks. [default: off]",
-            rich_help_panel=SPEED,
+            "--compile/--no-compile", help="torch.compile both networks.", rich_help_panel=SPEED
         ),
-    ] = None,
+    ] = TrainConfig.compile,
     out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run directory. [default: runs/dcgan, or the resumed run's]",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = None,
+        Path,
+        typer.Option(help="Run directory; a resumed run keeps its own.", rich_help_panel=OUTPUT),
+    ] = Path(TrainConfig.out),
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -162,38 +152,26 @@ def main(
         ),
     ] = None,
     save_every: Annotated[
-        int | None,
+        int,
         typer.Option(
-            help="Also checkpoint every N steps. [default: epoch ends only]", rich_help_panel=OUTPUT
+            help="Also checkpoint every N steps (0: at epoch ends only).", rich_help_panel=OUTPUT
         ),
-    ] = None,
+    ] = TrainConfig.save_every,
     keep: Annotated[
-        int | None,
-        typer.Option(help="Step checkpoints to keep. [default: 3]", rich_help_panel=OUTPUT),
-    ] = None,
+        int, typer.Option(help="Step checkpoints to keep.", rich_help_panel=OUTPUT)
+    ] = TrainConfig.keep,
     log_every: Annotated[
-        int | None,
-        typer.Option(help="Log metrics every N steps. [default: 10]", rich_help_panel=OUTPUT),
-    ] = None,
+        int, typer.Option(help="Log metrics every N steps.", rich_help_panel=OUTPUT)
+    ] = TrainConfig.log_every,
     samples: Annotated[
-        int | None,
-        typer.Option(help="Images in each sample grid. [default: 64]", rich_help_panel=OUTPUT),
-    ] = None,
+        int, typer.Option(help="Images in each sample grid.", rich_help_panel=OUTPUT)
+    ] = TrainConfig.samples,
 ) -> None:
     """Train the DCGAN of Radford et al. (2015); resume exactly from any checkpoint.
 
     Example: dcgan-train --dataset folder --data-root ~/images --epochs 5 --out runs/mine
     """
-    options = {name: value for name, value in locals().items() if value is not None}
-    given: dict[str, Any] = {
-        name: value.value
-        if isinstance(value, Enum)
-        else str(value)
-        if isinstance(value, Path)
-        else value
-        for name, value in options.items()
-        if name != "resume"
-    }
+    given = given_options(ctx)
     from dcgan.train.checkpoint import CheckpointError
     from dcgan.train.data import DataError
     from dcgan.train.train import ConfigError, load_resume, resolve_config, train

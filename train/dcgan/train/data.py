@@ -20,7 +20,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "folder", "fake")
 NATIVE_CHANNELS = {"digits": 1, "mnist": 1, "fashion-mnist": 1, "cifar10": 3, "fake": 3}
 FAKE_DATASET_SIZE = 1024
 _TORCHVISION = {
@@ -36,7 +35,7 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class DataSpec:
-    dataset: str  # one of DATASETS
+    dataset: str  # a dcgan.train.config.Dataset value
     root: Path | None  # where the data set lives (required for folder)
     image_size: int
     channels: int

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dcgan.train.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, save_checkpoint
+from dcgan.train.config import IDENTITY_FIELDS, Device, Precision, TrainConfig
 from dcgan.train.data import Batches, DataSpec, native_channels, to_model_range
 from dcgan.train.model import Discriminator, Generator, ModelConfig, init_weights
 from dcgan.train.runlog import RunLog
@@ -32,72 +34,32 @@ from dcgan.train.runlog import RunLog
 # ----------------------------------------------------------------------------- config
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    # data
-    dataset: str = "digits"  # digits (embedded) | mnist | fashion-mnist | cifar10 | folder | fake
-    data_root: str | None = None  # where the data set lives (required for folder)
-    download: bool = False  # let torchvision fetch mnist / fashion-mnist / cifar10 into data_root
-    workers: int = 2  # decoding processes while loading images
-    preload_limit_mb: float = 4096  # hold the decoded data set in memory up to this size
-    # model
-    image_size: int = 64  # 32, 64 or 128
-    channels: int | None = None  # 1 or 3; None: the data set's own (a folder's first image)
-    nz: int = 100  # latent size
-    ngf: int = 64  # generator width
-    ndf: int = 64  # discriminator width
-    # optimisation: the paper's recipe
-    batch_size: int = 128  # global batch, split across ranks
-    epochs: int = 5  # passes over the data set
-    max_steps: int | None = None  # stop after this many steps (D + G updates) in all
-    lr: float = 2e-4  # Adam learning rate, both networks
-    beta1: float = 0.5  # Adam beta1 (the paper lowers it from 0.9)
-    beta2: float = 0.999  # Adam beta2
-    seed: int = 1  # seeds initialisation, data order and noise
-    # speed
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = (
-        "auto"  # auto (bf16 on CUDA and on CPUs with native bf16, else fp32) | fp32 | bf16 | fp16
-    )
-    channels_last: bool = True  # NHWC activations: faster convolutions on GPUs and oneDNN CPUs
-    compile: bool = False  # torch.compile both networks (slow to start, faster per step)
-    # outputs
-    out: str = "runs/dcgan"  # the run directory
-    save_every: int = (
-        0  # checkpoint every N steps as well as at each epoch end (0: epoch ends only)
-    )
-    keep: int = 3  # step checkpoints kept besides latest
-    log_every: int = 10  # metrics every N steps
-    samples: int = 64  # images in each sample grid
-
-    def model_config(self) -> ModelConfig:
-        if self.channels is None:
-            raise ConfigError("channels are resolved by resolve_config")
-        return ModelConfig(self.nz, self.ngf, self.ndf, self.channels, self.image_size)
-
-
-# Settings that define the run: a resumed run keeps them. The others may change on resume.
-IDENTITY_FIELDS = (
-    "dataset", "image_size", "channels", "nz", "ngf", "ndf",
-    "batch_size", "lr", "beta1", "beta2", "seed",
-)  # fmt: skip
-
-
 class ConfigError(Exception):
     """Settings that contradict each other or the run being resumed."""
 
 
+def model_config_of(config: TrainConfig) -> ModelConfig:
+    """The networks' arguments; raises ValueError on a bad size, channel count or width."""
+    if config.channels is None:
+        raise ConfigError("channels are resolved by resolve_config")
+    return ModelConfig(config.nz, config.ngf, config.ndf, config.channels, config.image_size)
+
+
+def check_choice(option: str, value: str, choices: type[StrEnum]) -> None:
+    names = [choice.value for choice in choices]
+    if value not in names:
+        raise ConfigError(f"--{option} must be {', '.join(names[:-1])} or {names[-1]}, not {value}")
+
+
 def validate(config: TrainConfig) -> None:
-    config.model_config()  # raises ValueError on a bad size, channel count or width
+    model_config_of(config)
     for name in ("batch_size", "epochs", "keep", "log_every", "samples"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if config.max_steps is not None and config.max_steps < 1:
         raise ConfigError("--max-steps must be at least 1")
-    if config.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, not {config.device}")
-    if config.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"--precision must be auto, fp32, bf16 or fp16, not {config.precision}")
+    check_choice("device", config.device, Device)
+    check_choice("precision", config.precision, Precision)
 
 
 def resolve_config(given: dict[str, Any], resumed: dict[str, Any] | None = None) -> TrainConfig:
@@ -278,7 +240,7 @@ def _train(
     run_dir = Path(config.out)
     if runtime.is_main:
         prepare_run_dir(run_dir, resume_dir)
-    model_config = config.model_config()
+    model_config = model_config_of(config)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
