@@ -32,12 +32,14 @@ class Model:
         self.gates: dict[int, threading.Event] = {}  # call index -> what that call waits for
         self.fail_on: float | None = None  # a latent value that makes the run raise
         self.short_by = 0  # return this many rows fewer than given
+        self.run_s = 0.0  # how long each run takes, at the least
 
     def __call__(self, latents: np.ndarray, kinds: frozenset[str], wide: bool) -> dict[str, Any]:
         call = len(self.batches)
         self.batches.append(latents.copy())
         self.wide.append(wide)
         self.gates.get(call, self.release).wait(timeout=10)
+        time.sleep(self.run_s)
         if self.fail_on is not None and (latents == self.fail_on).any():
             raise RuntimeError("boom")
         return {"values": latents[: len(latents) - self.short_by] * 2}
@@ -113,9 +115,11 @@ async def test_a_lone_request_runs_at_once_and_a_full_queue_flushes_by_size() ->
         first = await occupy(batcher, model)  # nothing was computing: ran at once
         rest = [asyncio.create_task(batcher.submit(latents(i), KINDS)) for i in range(1, 9)]
         await until(lambda: batcher.queued == 8)
+        assert counter(metrics, "dcgan_queue_depth") == 8
         model.release.set()
         results = await asyncio.gather(first, *rest)
         assert model.sizes == [1, 4, 4]
+        assert counter(metrics, "dcgan_queue_depth") == 0
         for i, result in enumerate(results):
             np.testing.assert_array_equal(result.outputs["values"], latents(i) * 2)
         assert counter(metrics, "dcgan_batch_flushes_total", reason="idle") == 1
@@ -142,12 +146,15 @@ async def test_the_queue_delay_flushes_a_partial_batch_while_another_computes() 
 @scenario
 async def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order() -> None:
     model = Model()
+    model.run_s = 0.02
     async with batching(model, max_batch_size=4) as batcher:
         values = np.arange(30, dtype=np.float32).reshape(10, 3)
         result = await batcher.submit(values, KINDS)
         assert model.sizes == [4, 4, 2]
         np.testing.assert_array_equal(result.outputs["values"], values * 2)
-        assert result.compute_s > 0 and result.queue_s >= 0
+        # the three runs, one after another: queued until the first began, computing in all
+        assert result.compute_s >= 3 * model.run_s
+        assert result.queue_s < model.run_s
 
 
 @scenario
@@ -265,3 +272,4 @@ async def test_a_wide_lane_takes_lone_latents_and_the_load_spreads_over_instance
         # the 6 waiting latents were split 3 + 3 over the two parallel sessions
         assert model.wide == [True, True, False, False] and model.sizes == [1, 1, 3, 3]
         assert counter(metrics, "dcgan_model_runs_total", lane="parallel") == 2
+        assert counter(metrics, "dcgan_model_runs_total", lane="wide") == 2

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from dcgan.contract.providers import ort
 from dcgan.contract.seeded import seeded_latents
@@ -358,17 +360,18 @@ def test_a_passed_deadline_is_deadline_exceeded(server: ServerThread) -> None:
         future.result()
 
 
-def test_the_server_survives_every_bad_request(server: ServerThread) -> None:
-    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.target))
-    assert (
-        health.Check(health_pb2.HealthCheckRequest()).status
-        == health_pb2.HealthCheckResponse.SERVING
-    )
-    assert pixels_of(stub(server.target).Generate(packed(random_latents(1)))).shape == (
-        1,
-        64,
-        64,
-        3,
+def test_the_server_survives_every_bad_request(server: ServerThread, export_dir: Path) -> None:
+    generator = stub(server.target)
+    for _, request, _ in BAD_REQUESTS:
+        assert code_of(generator.Generate, request)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    for _, request, _ in BAD_WALKS:
+        assert code_of(generator.Interpolate, request)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    raw = grpc.insecure_channel(server.target).unary_unary("/dcgan.v1.Generator/Generate")
+    assert code_of(raw, b"\xff\xff\xff\xff not protobuf")[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert health_status(server.target) == health_pb2.HealthCheckResponse.SERVING
+    latents = random_latents(3, seed=11)
+    np.testing.assert_array_equal(
+        pixels_of(generator.Generate(packed(latents))), direct(export_dir, latents)[1]
     )
 
 
@@ -455,10 +458,40 @@ def test_metrics_count_requests_batches_and_drops(fresh_server: Any) -> None:
     assert 'dcgan_requests_total{code="OK",method="Generate"} 3.0' in text
     assert 'dcgan_requests_total{code="INVALID_ARGUMENT",method="Generate"} 1.0' in text
     assert "dcgan_images_generated_total 74.0" in text
-    assert 'dcgan_batch_flushes_total{reason="idle"}' in text
-    assert "dcgan_batch_size_count" in text and "dcgan_queue_wait_seconds_count" in text
-    assert "dcgan_compute_seconds_bucket" in text and "dcgan_queue_depth 0.0" in text
-    assert 'dcgan_dropped_latents_total{reason="deadline"} 0.0' in text
+    value = exposed(text)
+    # each request arrived at an idle server: 1 and 3 latents flushed as idle, 70 as full
+    flushes = {reason: value("dcgan_batch_flushes_total", reason=reason) for reason in FLUSHES}
+    assert flushes["idle"] >= 2 and flushes["full"] >= 1
+    runs = sum(flushes.values())
+    assert value("dcgan_batch_size_count") == runs and value("dcgan_batch_size_sum") == 74
+    assert value("dcgan_compute_seconds_count") == runs
+    assert (
+        value("dcgan_model_runs_total", lane="wide")
+        + value("dcgan_model_runs_total", lane="parallel")
+        == runs
+    )
+    assert value("dcgan_queue_wait_seconds_count") == 3  # once per request, at its first run
+    assert value("dcgan_queue_depth") == 0  # all answered: nothing left waiting
+    # every latent was computed, none dropped
+    assert value("dcgan_dropped_latents_total", reason="deadline") == 0
+    assert value("dcgan_dropped_latents_total", reason="cancelled") == 0
+
+
+FLUSHES = ("full", "idle", "timeout")
+
+
+def exposed(text: str) -> Callable[..., float]:
+    """A lookup of the samples in a /metrics page: value(name, **labels); absent ones fail."""
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[name, tuple(sorted(labels.items()))]
+
+    return value
 
 
 def _free_port() -> int:
