@@ -2,13 +2,14 @@
 
 All in one run on the same export: the raw session alone (no server running) before and after
 the servers, the better of the two counting; each server in its own process, loaded by
-dcgan-bench in another process. Scenarios of the issue:
+dcgan-bench in another process. Scenarios:
   - concurrency 32, one latent per request, uint8: images/s vs the raw session at batch 32;
   - concurrency 8, 64 latents per request: images/s vs the raw session at batch 64;
   - concurrency 1, one latent: p50 latency minus the raw session's single-image p50;
   - time from process start to SERVING.
 Usage: python benchmarks/serve_throughput.py [--model-dir DIR] [--json out.json] [-- SERVE_FLAGS]
-(without --model-dir: the default 64x64 RGB generator, exported by dcgan-export)
+(without --model-dir: the default 64x64 RGB generator, exported by dcgan-export). The python
+of the project's environment runs it (.venv/bin/python); it need not be activated.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,11 +34,20 @@ from dcgan.contract.manifest import ONNX, read_manifest
 from dcgan.contract.providers import ort
 
 HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent  # the environment's commands, activated or not
 SCENARIOS = [  # name, concurrency, latents per request, raw batch to compare with
     ("c32 x 1 latent", 32, 1, 32),
     ("c8 x 64 latents", 8, 64, 64),
     ("c1 x 1 latent", 1, 1, 1),
 ]
+
+
+def command_path(name: str) -> Path:
+    """A console command of the project, beside the python running this script."""
+    path = BIN / name
+    if not path.exists():
+        sys.exit(f"error: {path} not found: run this with the project's python (.venv/bin/python)")
+    return path
 
 
 def free_port() -> int:
@@ -96,7 +105,7 @@ def bench(target: str, concurrency: int, latents: int, duration_s: float) -> dic
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "bench.json"
         command = [
-            shutil.which("dcgan-bench") or "dcgan-bench", "--target", target,
+            str(command_path("dcgan-bench")), "--target", target,
             "-c", str(concurrency), "--latents", str(latents),
             "--duration-s", str(duration_s), "--warmup-s", "2", "--json", str(out),
         ]  # fmt: skip
@@ -167,6 +176,8 @@ def main() -> None:
     parser.add_argument("--no-plain", action="store_true", help="skip the plain gRPC baseline")
     parser.add_argument("serve_args", nargs="*", help="extra dcgan-serve flags (after --)")
     args = parser.parse_args()
+    for name in ("dcgan-serve", "dcgan-bench"):
+        command_path(name)  # before minutes of measuring, not after
     with tempfile.TemporaryDirectory() as scratch:
         if args.model_dir is None:
             from generator_throughput import export_default  # torch, in this process only
@@ -188,7 +199,7 @@ def run(args: argparse.Namespace) -> None:
     servers = {}
     port = free_port()
     serve = [
-        shutil.which("dcgan-serve") or "dcgan-serve", "--model-dir", str(args.model_dir),
+        str(command_path("dcgan-serve")), "--model-dir", str(args.model_dir),
         "--port", str(port), "--metrics-port", "0", "--host", "127.0.0.1", *args.serve_args,
     ]  # fmt: skip
     servers["dcgan-serve"] = run_server("dcgan-serve", serve, port, args.duration_s)
