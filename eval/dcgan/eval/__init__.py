@@ -1,0 +1,1 @@
+"""Quality of a DCGAN as numbers: FID, KID, precision/recall and the discriminator probe."""
