@@ -99,6 +99,12 @@ class Runtime:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def autocast(self) -> AbstractContextManager[Any]:
+        """Mixed precision in the run's dtype; nothing at fp32."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
 
 def setup_runtime(config: TrainConfig) -> Runtime:
     """Pick the device and precision; join the process group when started by torchrun."""
@@ -159,6 +165,129 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
 
 
+# ----------------------------------------------------------------------------- networks
+
+
+@dataclass(frozen=True)
+class GAN:
+    """The two networks, their optimizers and the grad scaler: what a checkpoint saves."""
+
+    net_g: Generator
+    net_d: Discriminator
+    opt_g: torch.optim.Adam
+    opt_d: torch.optim.Adam
+    scaler: torch.amp.GradScaler  # loss scaling for fp16; disabled (a no-op) otherwise
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.net_g.state_dict(),
+            "discriminator": self.net_d.state_dict(),
+            "optimizer_g": self.opt_g.state_dict(),
+            "optimizer_d": self.opt_d.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net_g.load_state_dict(state["generator"])
+        self.net_d.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        self.opt_d.load_state_dict(state["optimizer_d"])
+        self.scaler.load_state_dict(state["grad_scaler"])
+
+    def samples(self, noise: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+        """The generator's images of `noise` on the CPU, with BatchNorm's running statistics."""
+        self.net_g.eval()
+        with torch.no_grad(), runtime.autocast():
+            images: torch.Tensor = self.net_g(noise).float().cpu()
+        self.net_g.train()
+        return images
+
+
+def build_gan(
+    config: TrainConfig,
+    model_config: ModelConfig,
+    runtime: Runtime,
+    memory_format: torch.memory_format,
+) -> GAN:
+    """Both networks with the paper's initialisation on the device, and Adam for each."""
+    net_g = Generator(model_config)
+    net_d = Discriminator(model_config)
+    net_g.apply(init_weights)
+    net_d.apply(init_weights)
+    net_g.to(runtime.device).to(memory_format=memory_format)
+    net_d.to(runtime.device).to(memory_format=memory_format)
+    betas = (config.beta1, config.beta2)
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=config.lr, betas=betas, fused=True)
+    opt_d = torch.optim.Adam(net_d.parameters(), lr=config.lr, betas=betas, fused=True)
+    scaler = torch.amp.GradScaler(
+        runtime.device.type, enabled=runtime.autocast_dtype == torch.float16
+    )
+    return GAN(net_g, net_d, opt_g, opt_d, scaler)
+
+
+def wrap_for_training(net: nn.Module, runtime: Runtime, compile: bool) -> nn.Module:
+    """The module the loop calls: DDP all-reduces its gradients, torch.compile speeds it up.
+
+    Each network is compiled on its own; compiling the whole step trips pytorch#91542.
+    """
+    if runtime.world_size > 1:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        net = DistributedDataParallel(net, device_ids=device_ids)
+    if compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+    return net
+
+
+def without_grad_sync(net: nn.Module) -> AbstractContextManager[Any]:
+    """The G step back-propagates through D only to reach G: D's gradients are discarded."""
+    return net.no_sync() if isinstance(net, DistributedDataParallel) else nullcontext()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def prepare_run_dir(run_dir: Path, resuming_from: Path | None) -> None:
+    """Create and probe the run directory; refuse to write a new run over an existing one."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write to {run_dir}: {error.strerror or error}") from None
+    latest = run_dir / CHECKPOINT_DIR / LATEST
+    if latest.exists() and (resuming_from is None or run_dir.resolve() != resuming_from.resolve()):
+        raise ConfigError(
+            f"{run_dir} already holds a run; resume it with --resume {run_dir}, "
+            "or choose another --out"
+        )
+
+
+def save(config: TrainConfig, gan: GAN, step: int, epoch: int, batch_in_epoch: int) -> Path:
+    """Checkpoint the run at `step`; it resumes at batch `batch_in_epoch` of epoch `epoch`.
+
+    Every checkpoint of a run is built and written here.
+    """
+    state = {
+        "model_config": gan.net_g.config.to_dict(),
+        "train_config": asdict(config),
+        **gan.state_dict(),
+        "step": step,
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "rng": rng_states(),
+    }
+    return save_checkpoint(Path(config.out), state, config.keep)
+
+
+def load_resume(path: Path) -> tuple[dict[str, Any], Path]:
+    """A verified checkpoint to resume and its run directory."""
+    state = load_checkpoint(path)
+    checkpoint_dir = (path if path.is_dir() else path.parent).resolve()
+    run_dir = checkpoint_dir.parent if checkpoint_dir.name == CHECKPOINT_DIR else checkpoint_dir
+    return state, run_dir
+
+
 # ----------------------------------------------------------------------------- stopping
 
 
@@ -193,6 +322,9 @@ class StopSignal:
         return bool(flag.item())
 
 
+# ----------------------------------------------------------------------------- the run
+
+
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
@@ -200,26 +332,6 @@ class TrainResult:
     epoch: int
     checkpoint: Path | None
     stopped_by: int | None  # the signal that stopped the run early, if any
-
-
-# ----------------------------------------------------------------------------- the run
-
-
-def prepare_run_dir(run_dir: Path, resuming_from: Path | None) -> None:
-    """Create and probe the run directory; refuse to write a new run over an existing one."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"cannot write to {run_dir}: {error.strerror or error}") from None
-    latest = run_dir / CHECKPOINT_DIR / LATEST
-    if latest.exists() and (resuming_from is None or run_dir.resolve() != resuming_from.resolve()):
-        raise ConfigError(
-            f"{run_dir} already holds a run; resume it with --resume {run_dir}, "
-            "or choose another --out"
-        )
 
 
 def train(
@@ -237,10 +349,13 @@ def train(
 def _train(
     config: TrainConfig, runtime: Runtime, resume: dict[str, Any] | None, resume_dir: Path | None
 ) -> TrainResult:
+    # -------- config
     run_dir = Path(config.out)
     if runtime.is_main:
         prepare_run_dir(run_dir, resume_dir)
     model_config = model_config_of(config)
+    per_rank = config.batch_size // runtime.world_size  # this rank's share of each batch
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -260,81 +375,22 @@ def _train(
     )  # fmt: skip
 
     # -------- model and optimizers
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    net_g = Generator(model_config)
-    net_d = Discriminator(model_config)
-    net_g.apply(init_weights)
-    net_d.apply(init_weights)
-    net_g.to(runtime.device).to(memory_format=memory_format)
-    net_d.to(runtime.device).to(memory_format=memory_format)
-    betas = (config.beta1, config.beta2)
-    opt_g = torch.optim.Adam(net_g.parameters(), lr=config.lr, betas=betas, fused=True)
-    opt_d = torch.optim.Adam(net_d.parameters(), lr=config.lr, betas=betas, fused=True)
-    scaler = torch.amp.GradScaler(
-        runtime.device.type, enabled=runtime.autocast_dtype == torch.float16
-    )
-    criterion = nn.BCEWithLogitsLoss()
-
+    gan = build_gan(config, model_config, runtime, memory_format)
     step, epoch, batch_in_epoch = 0, 0, 0
     if resume is not None:
-        net_g.load_state_dict(resume["generator"])
-        net_d.load_state_dict(resume["discriminator"])
-        opt_g.load_state_dict(resume["optimizer_g"])
-        opt_d.load_state_dict(resume["optimizer_d"])
-        scaler.load_state_dict(resume["grad_scaler"])
+        gan.load_state_dict(resume)
         set_rng_states(resume["rng"])
         step, epoch, batch_in_epoch = resume["step"], resume["epoch"], resume["batch_in_epoch"]
-
-    # The networks the loop calls: DDP wraps them to all-reduce gradients, compile speeds them up.
-    # Each network is compiled on its own; compiling the whole step trips pytorch#91542.
-    run_g: nn.Module = net_g
-    run_d: nn.Module = net_d
-    if runtime.world_size > 1:
-        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        run_g = DistributedDataParallel(net_g, device_ids=device_ids)
-        run_d = DistributedDataParallel(net_d, device_ids=device_ids)
-    if config.compile:
-        run_g = torch.compile(run_g)  # type: ignore[assignment]
-        run_d = torch.compile(run_d)  # type: ignore[assignment]
-
-    def autocast() -> AbstractContextManager[Any]:
-        if runtime.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(runtime.device.type, dtype=runtime.autocast_dtype)
-
-    def d_no_sync() -> AbstractContextManager[Any]:
-        # The G step back-propagates through D only to reach G: D's gradients are discarded.
-        return run_d.no_sync() if isinstance(run_d, DistributedDataParallel) else nullcontext()
-
-    fixed_noise = torch.randn(
-        config.samples, model_config.nz, 1, 1, generator=torch.Generator().manual_seed(config.seed)
-    ).to(runtime.device)
-    per_rank = config.batch_size // runtime.world_size
+    run_g = wrap_for_training(gan.net_g, runtime, config.compile)
+    run_d = wrap_for_training(gan.net_d, runtime, config.compile)
+    criterion = nn.BCEWithLogitsLoss()
     real_label = torch.ones(per_rank, device=runtime.device)
     fake_label = torch.zeros(per_rank, device=runtime.device)
+    fixed_noise = torch.randn(
+        config.samples, model_config.nz, 1, 1, generator=torch.Generator().manual_seed(config.seed)
+    ).to(runtime.device)  # the latents of every sample grid
 
-    def state(epoch: int, batch_in_epoch: int) -> dict[str, Any]:
-        return {
-            "model_config": model_config.to_dict(),
-            "train_config": asdict(config),
-            "generator": net_g.state_dict(),
-            "discriminator": net_d.state_dict(),
-            "optimizer_g": opt_g.state_dict(),
-            "optimizer_d": opt_d.state_dict(),
-            "grad_scaler": scaler.state_dict(),
-            "step": step,
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
-            "rng": rng_states(),
-        }
-
-    def samples() -> torch.Tensor:
-        net_g.eval()
-        with torch.no_grad(), autocast():
-            images: torch.Tensor = net_g(fixed_noise).float().cpu()
-        net_g.train()
-        return images
-
+    # -------- logging
     settings = {"train": asdict(config), "model": model_config.to_dict()}
     log = RunLog(run_dir, settings, config.batch_size, step, enabled=runtime.is_main)
     if runtime.is_main:
@@ -354,26 +410,26 @@ def _train(
                 noise = step_noise(runtime, config.seed, step, per_rank, model_config.nz)
 
                 # (1) update D: maximize log D(x) + log(1 - D(G(z)))
-                opt_d.zero_grad(set_to_none=True)
-                with autocast():
+                gan.opt_d.zero_grad(set_to_none=True)
+                with runtime.autocast():
                     logits_real = run_d(real)
                     loss_d_real = criterion(logits_real.float(), real_label)
-                scaler.scale(loss_d_real).backward()
-                with autocast():
+                gan.scaler.scale(loss_d_real).backward()
+                with runtime.autocast():
                     fake = run_g(noise)
                     logits_fake = run_d(fake.detach())
                     loss_d_fake = criterion(logits_fake.float(), fake_label)
-                scaler.scale(loss_d_fake).backward()
-                scaler.step(opt_d)
+                gan.scaler.scale(loss_d_fake).backward()
+                gan.scaler.step(gan.opt_d)
 
                 # (2) update G: maximize log D(G(z)) (the non-saturating loss)
-                opt_g.zero_grad(set_to_none=True)
-                with d_no_sync(), autocast():
+                gan.opt_g.zero_grad(set_to_none=True)
+                with without_grad_sync(run_d), runtime.autocast():
                     logits_g = run_d(fake)
                     loss_g = criterion(logits_g.float(), real_label)
-                scaler.scale(loss_g).backward()
-                scaler.step(opt_g)
-                scaler.update()
+                gan.scaler.scale(loss_g).backward()
+                gan.scaler.step(gan.opt_g)
+                gan.scaler.update()
 
                 step += 1
                 batch_in_epoch += 1
@@ -390,27 +446,20 @@ def _train(
                 stopped = stop.agreed(runtime) or step >= total_steps
                 if stopped:
                     break
+                # every save_every steps; the save after the epoch covers its last step
                 periodic = config.save_every and step % config.save_every == 0
                 if periodic and batch_in_epoch < batches.batches_per_epoch and runtime.is_main:
-                    checkpoint = save_checkpoint(run_dir, state(epoch, batch_in_epoch), config.keep)
+                    checkpoint = save(config, gan, step, epoch, batch_in_epoch)
 
             if batch_in_epoch == batches.batches_per_epoch:  # the epoch ran to its end
                 epoch, batch_in_epoch = epoch + 1, 0
                 if runtime.is_main:
-                    log.epoch_samples(epoch, step, samples())
-                    checkpoint = save_checkpoint(run_dir, state(epoch, 0), config.keep)
-            elif runtime.is_main:  # stopped inside the epoch, by a signal or by max_steps
-                checkpoint = save_checkpoint(run_dir, state(epoch, batch_in_epoch), config.keep)
+                    log.epoch_samples(epoch, step, gan.samples(fixed_noise, runtime))
+            # -------- checkpoint: at each epoch end, and where a signal or max_steps stopped
+            if runtime.is_main:
+                checkpoint = save(config, gan, step, epoch, batch_in_epoch)
 
     # -------- the end
     if runtime.is_main:
-        log.finish(samples())
+        log.finish(gan.samples(fixed_noise, runtime))
     return TrainResult(run_dir, step, epoch, checkpoint, stop.received)
-
-
-def load_resume(path: Path) -> tuple[dict[str, Any], Path]:
-    """A verified checkpoint to resume and its run directory."""
-    state = load_checkpoint(path)
-    checkpoint_dir = (path if path.is_dir() else path.parent).resolve()
-    run_dir = checkpoint_dir.parent if checkpoint_dir.name == CHECKPOINT_DIR else checkpoint_dir
-    return state, run_dir
