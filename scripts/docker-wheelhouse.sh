@@ -6,13 +6,14 @@
 #
 # Why: the training image needs ~2.8 GB of torch and nvidia-* wheels. Downloading them once on
 # the host (from the registry or a local mirror, with the host's pip configuration and cache)
-# and serving the folder to host-network builds on 127.0.0.1 (pip --no-index --find-links)
-# puts no GBs in the build context and no wheel layer in any image, and a rebuild after a code
-# change downloads nothing. The wheels are resolved for the images' interpreter (CPython 3.11,
-# glibc manylinux x86_64), binary only: nothing compiles inside a build.
+# and serving the folder to host-network builds on 127.0.0.1 (--no-index --find-links) puts no
+# GBs in the build context and no wheel layer in any image, and a rebuild after a code change
+# downloads nothing. The lists are the images' own: `uv export` of uv.lock for the packages each
+# image installs (see docker/Dockerfile), with their hashes, plus the pinned uv that the builds
+# bootstrap. The wheels are resolved for the images' interpreter (CPython 3.11, glibc manylinux
+# x86_64), binary only: nothing compiles inside a build.
 #
-# Environment: WHEELHOUSE (default .cache/wheelhouse), WHEELHOUSE_PYTHON (a python with pip;
-# default .venv/bin/python, else a venv made under .cache/docker), WHEEL_SERVER_PORT (38551).
+# Environment: WHEELHOUSE (default .cache/wheelhouse), WHEEL_SERVER_PORT (38551).
 set -euo pipefail
 
 _wh_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,72 +24,85 @@ WHEELS_URL=""
 
 wh_log() { printf '[docker-wheelhouse %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-# A python that has pip, to download with (it never installs anything on the host).
-wheelhouse_python() {
-    if [[ -n "${WHEELHOUSE_PYTHON:-}" ]]; then
-        echo "$WHEELHOUSE_PYTHON"
-    elif [[ -x "$_wh_root/.venv/bin/python" ]] && "$_wh_root/.venv/bin/python" -m pip --version >/dev/null 2>&1; then
-        echo "$_wh_root/.venv/bin/python"
-    else
-        local venv="$_wh_root/.cache/docker/pip-venv"
-        [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" >&2
-        echo "$venv/bin/python"
-    fi
+# The uv version the workspace pins ([tool.uv] required-version of pyproject.toml).
+workspace_uv_version() {
+    python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["tool"]["uv"]["required-version"].lstrip("="))' \
+        "$_wh_root/pyproject.toml"
 }
 
-# The requirement list of one image flavour (the same list the Dockerfiles install).
+# The directory of a venv holding that uv (and pip), where scripts/setup.sh keeps it: made from
+# PyPI the first time.
+workspace_uv_venv() {
+    local version venv
+    version="$(workspace_uv_version)"
+    venv="$_wh_root/.cache/uv-$version"
+    if [[ ! -x "$venv/bin/uv" ]]; then
+        wh_log "installing uv $version from PyPI into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "uv==$version"
+    fi
+    echo "$venv"
+}
+
+# flavour_requirements FLAVOUR UV: the pinned, hashed requirement list of one image flavour,
+# exactly as the Dockerfiles export it from uv.lock.
 flavour_requirements() {
-    local flavour="$1" reqs="$2"
-    local -a extras
+    local flavour="$1" uv="$2"
+    local -a packages
     case "$flavour" in
-        cpu) extras=(serve-cpu) ;;
-        gpu) extras=(serve 'onnxruntime-gpu[cuda,cudnn]') ;;
-        train) extras=(train serve 'onnxruntime-gpu[cuda,cudnn]') ;;
+        cpu | gpu) packages=(--package dcgan-serve --package dcgan-client --extra "$flavour") ;;
+        train) packages=(--package dcgan-train --package dcgan-export) ;;
         *) wh_log "unknown flavour '$flavour' (cpu, gpu or train)"; return 2 ;;
     esac
-    python3 "$_wh_root/docker/requirements.py" "$_wh_root/pyproject.toml" "${extras[@]}" >"$reqs"
-    # The build backend of our own package, for pip's isolated build inside the image.
-    echo "setuptools>=69" >>"$reqs"
+    "$uv" export --quiet --project "$_wh_root" --frozen --no-dev --no-emit-workspace \
+        --no-header --no-annotate "${packages[@]}"
 }
 
-# pip download every flavour named into $WHEELHOUSE (already present wheels are not fetched again).
+# pip download every flavour named into $WHEELHOUSE (wheels already there are not fetched again).
 download_wheels() {
-    local python flavour reqs glibc_minor
+    local venv flavour reqs glibc_minor uv_version
     local -a platforms=()
     # pip takes each --platform literally (no manylinux_2_36 => 2_35 ... expansion): list them.
     for glibc_minor in $(seq 36 -1 17); do platforms+=(--platform "manylinux_2_${glibc_minor}_x86_64"); done
     platforms+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
-    python="$(wheelhouse_python)"
+    venv="$(workspace_uv_venv)"
+    uv_version="$(workspace_uv_version)"
     mkdir -p "$WHEELHOUSE"
     reqs="$(mktemp)"
     for flavour in "$@"; do
-        flavour_requirements "$flavour" "$reqs"
-        # Skip a flavour whose requirements and constraints are those of its last full download.
+        flavour_requirements "$flavour" "$venv/bin/uv" >"$reqs"
+        echo "uv==$uv_version" >"$reqs.uv"
+        # Skip a flavour whose list is that of its last complete download.
         local stamp="$WHEELHOUSE/.complete-$flavour" digest
-        digest="$(cat "$reqs" "$_wh_root/constraints.txt" | sha256sum | cut -d' ' -f1)"
+        digest="$(cat "$reqs" "$reqs.uv" | sha256sum | cut -d' ' -f1)"
         if [[ -f "$stamp" && "$(cat "$stamp")" == "$digest" ]]; then
             wh_log "wheels for $flavour already complete"
             continue
         fi
-        wh_log "pip download ($flavour) into $WHEELHOUSE"
+        wh_log "pip download ($flavour, $(grep -c '^[a-z]' "$reqs") packages) into $WHEELHOUSE"
         # --platform/--python-version: wheels for the images' CPython 3.11 on glibc >= 2.36
-        # (bookworm; python:3.11-slim is as new or newer), whatever python runs this. The grep
-        # drops pip's noise about local mirror folders that lack a project (harmless).
-        "$python" -m pip download --quiet --disable-pip-version-check \
-            --only-binary=:all: "${platforms[@]}" \
-            --python-version 3.11 --implementation cp --abi cp311 \
-            -c "$_wh_root/constraints.txt" -r "$reqs" -d "$WHEELHOUSE" 2>&1 |
-            { grep -v 'is ignored: it is neither a file nor a directory' || true; } >&2
+        # (bookworm; python:3.11-slim is as new or newer), whatever python runs this. The list
+        # carries hashes, so pip checks every wheel against uv.lock; uv's own wheel is a second
+        # call (a hashed list admits no unhashed line). The grep drops pip's noise about local
+        # mirror folders that lack a project (harmless).
+        local list
+        for list in "$reqs" "$reqs.uv"; do
+            "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+                --only-binary=:all: "${platforms[@]}" \
+                --python-version 3.11 --implementation cp --abi cp311 \
+                -r "$list" -d "$WHEELHOUSE" 2>&1 |
+                { grep -v 'is ignored: it is neither a file nor a directory' || true; } >&2
+        done
         echo "$digest" >"$stamp"
     done
-    rm -f "$reqs"
+    rm -f "$reqs" "$reqs.uv"
     wh_log "wheelhouse: $(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
 }
 
 # Serve $WHEELHOUSE on 127.0.0.1:$WHEEL_SERVER_PORT; sets WHEELS_URL and WHEEL_SERVER_PID.
-# pip counts 127.0.0.0/8 as a secure origin, so plain HTTP needs no --trusted-host. The port is
-# fixed on purpose: the URL is a build argument, part of the layer cache key, and a new port
-# would rebuild the GBs of the training image's dependency layer on every run.
+# pip and uv take plain HTTP from 127.0.0.0/8. The port is fixed on purpose: the URL is a build
+# argument, part of the layer cache key, and a new port would rebuild the GBs of the training
+# image's dependency layer on every run.
 start_wheel_server() {
     local port="${WHEEL_SERVER_PORT:-38551}" waited=0
     # SO_REUSEADDR as http.server sets it: the TIME_WAIT sockets of an earlier run do not count.
