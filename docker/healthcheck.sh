@@ -3,8 +3,9 @@
 #
 # Target: $DCGAN_HEALTH_TARGET if set; else 127.0.0.1 on the port this replica bound, read from
 # $DCGAN_PORT_FILE when the server writes one (replicas that pick their port from a range on the
-# host network), else $DCGAN_PORT. 127.0.0.1 works on a bridge network (the container's own
-# loopback) and on the host network (the replica's own port) alike.
+# host network), else $DCGAN_PORT, else 50051 (the server's default: the image sets no port).
+# 127.0.0.1 works on a bridge network (the container's own loopback) and on the host network
+# (the replica's own port) alike.
 set -eu
 port="${DCGAN_PORT:-50051}"
 port="${port%%-*}"  # a range A-B: its first port, until the server has written the one it bound
