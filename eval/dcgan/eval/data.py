@@ -143,7 +143,8 @@ def fingerprint(spec: DataSpec) -> str:
     if spec.dataset == "folder":
         files = [path for path in files if path.suffix.lower() in datasets.folder.IMG_EXTENSIONS]
     if not files:
-        raise EvalError(f"no data found under {root}")
+        found = "no images found" if spec.dataset == "folder" else f"{spec.dataset} not found"
+        raise EvalError(f"{found} under {root}")
     for path in files:
         digest.update(f"{path.relative_to(root)}\n".encode())
         digest.update(path.read_bytes())

@@ -108,7 +108,9 @@ def load_reference(
         return Reference(key, network, real, images, path, True, time.perf_counter() - start)
     images = real_images(spec, count, SELECTION_SEED)
     real = network.extract(images, batch_size)
-    shown = images[:figure_images]
+    # The figure's real images: a seeded draw, since a folder's images come sorted by class.
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SELECTION_SEED))
+    shown = images[order[:figure_images]]
     stored = _write(path, key, real, shown)
     return Reference(
         key, network, real, shown, path if stored else None, False, time.perf_counter() - start

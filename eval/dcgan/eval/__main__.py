@@ -1,0 +1,3 @@
+from dcgan.eval.cli import app
+
+app(prog_name="dcgan-eval")
