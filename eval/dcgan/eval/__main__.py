@@ -1,3 +1,5 @@
-from dcgan.eval.cli import app
+"""`python -m dcgan.eval`: the dcgan-eval command."""
 
-app(prog_name="dcgan-eval")
+from dcgan.eval.cli import main
+
+main()

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from dcgan.contract.commands import FAILED, USAGE, entry_point, fail, version_option
 from dcgan.eval.errors import EvalError, OptionError
 
 
@@ -24,7 +25,7 @@ class _ScoreByDefault(TyperGroup):
     """`dcgan-eval SOURCE ...` means `dcgan-eval score SOURCE ...`: scoring is the main job."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["score", *args]
         return super().parse_args(ctx, args)
 
@@ -58,24 +59,24 @@ DataRootOption = Annotated[
 ]
 
 
-def _error(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 @contextmanager
 def _exits() -> Iterator[None]:
     """Expected failures as one line and the README's exit code: 2 options, 1 data/environment."""
     try:
         yield
     except OptionError as error:
-        raise _error(str(error), 2) from None
+        raise fail(str(error), USAGE) from None
     except EvalError as error:
-        raise _error(str(error), 1) from None
+        raise fail(str(error), FAILED) from None
 
 
 def _say(message: str) -> None:
     typer.echo(message, err=True)
+
+
+@app.callback()
+def _version(version: Annotated[bool | None, version_option("dcgan-eval")] = None) -> None:
+    """The --version of every command."""
 
 
 @app.command("score")
@@ -178,7 +179,6 @@ def score(
             seed=seed, batch_size=batch_size, cache_dir=cache_dir,
         )  # fmt: skip
         check_settings(settings)
-        network = feature_network(settings)
         image_source: ImageSource
         if target is not None:
             tls = None
@@ -192,6 +192,7 @@ def score(
             assert source is not None
             image_source = open_source(source)
         try:
+            network = feature_network(settings)
             _say(
                 f"scoring {image_source.info.describe()}: {settings.num_samples} images against "
                 f"{settings.dataset}, in {network.info.description}"
@@ -297,3 +298,6 @@ def probe_command(
         if json_out is not None:
             write_json(json_out, result.to_dict())
             _say(f"wrote {json_out}")
+
+
+main = entry_point(app)  # the console script: no traceback ever reaches a user
