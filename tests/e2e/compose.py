@@ -324,17 +324,34 @@ def workspace_uv() -> Path:
     return uv
 
 
+def uv_export(packages: list[str], extras: list[str]) -> list[str]:
+    """`uv export` of uv.lock for `packages`, as the images run it: one requirement a line, the
+    workspace members as their folders (./protos ...)."""
+    args = [str(workspace_uv()), "export", "--project", str(ROOT), "--frozen", "--no-dev",
+            "--no-header", "--no-annotate", "--no-hashes", "--no-editable"]  # fmt: skip
+    args += [f"--package={package}" for package in packages]
+    args += [f"--extra={extra}" for extra in extras]
+    return run(args).splitlines()
+
+
+def locked_members(packages: list[str], extras: list[str]) -> set[str]:
+    """The workspace members `packages` need, by uv.lock: their project names."""
+    return {
+        tomllib.loads((ROOT / line / "pyproject.toml").read_text())["project"]["name"]
+        for line in uv_export(packages, extras)
+        if line.startswith("./")
+    }
+
+
 def locked_versions(
     packages: list[str], extras: list[str], environment: dict[str, str]
 ) -> dict[str, str]:
-    """What uv.lock pins for `packages` (their third-party dependencies), as the images export it,
-    name -> version, for the interpreter and platform `environment` describes (marker values)."""
-    args = [str(workspace_uv()), "export", "--project", str(ROOT), "--frozen", "--no-dev",
-            "--no-emit-workspace", "--no-header", "--no-annotate", "--no-hashes"]  # fmt: skip
-    args += [f"--package={package}" for package in packages]
-    args += [f"--extra={extra}" for extra in extras]
+    """What uv.lock pins for `packages` (their third-party dependencies), name -> version, for
+    the interpreter and platform `environment` describes (marker values)."""
     versions = {}
-    for line in run(args).splitlines():
+    for line in uv_export(packages, extras):
+        if line.startswith("./"):
+            continue
         requirement = Requirement(line)
         if requirement.marker is None or requirement.marker.evaluate(environment):
             (specifier,) = requirement.specifier
