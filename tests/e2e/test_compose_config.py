@@ -49,14 +49,17 @@ NOT_PASSED = {
 
 def serve_variables() -> list[str]:
     """Every environment variable dcgan-serve reads: each option's own, or the one its command's
-    prefix gives it (click's rule: DCGAN_ and the option's name in capitals)."""
+    prefix gives it (click's rule: DCGAN_ and the option's name in capitals, unless the option
+    opts out, as --version does)."""
     command = typer.main.get_command(app)
     prefix = command.context_settings["auto_envvar_prefix"]
-    return [
-        param.envvar if isinstance(param.envvar, str) else f"{prefix}_{param.name.upper()}"
-        for param in command.params
-        if param.name
-    ]
+    names = []
+    for param in command.params:
+        if isinstance(param.envvar, str):
+            names.append(param.envvar)
+        elif param.name and getattr(param, "allow_from_autoenv", False):
+            names.append(f"{prefix}_{param.name.upper()}")
+    return names
 
 
 def servers_environment(
