@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ def train_classifier(
 ) -> ClassifierReport:
     """Fit a DigitsClassifier on the labeled images of `spec`, measure it, write it to `out`."""
     start = time.perf_counter()
-    spec = DataSpec(spec.dataset, spec.root, INPUT_SIZE, 1, spec.download, spec.workers)
+    spec = replace(spec, image_size=INPUT_SIZE, channels=1)  # LeNet's input, whatever was given
     data = labeled_images(spec)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

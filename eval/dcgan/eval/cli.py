@@ -100,7 +100,8 @@ def score(
     ] = "fid,kid,prc",
     num_samples: Annotated[int, typer.Option(help="Generated images.")] = 10_000,
     num_real: Annotated[
-        int | None, typer.Option(help="Real images (drawn with a fixed seed). [default: all]")
+        int | None,
+        typer.Option(help="Real images (drawn with a fixed seed). (default: all of them)"),
     ] = None,
     features: Annotated[
         Features,
@@ -111,7 +112,7 @@ def score(
         typer.Option(
             envvar="DCGAN_INCEPTION_WEIGHTS",
             help="Local Inception-v3: torch-fidelity's .pth or an Inception TorchScript. "
-            "[default: torch-fidelity downloads its weights]",
+            "(default: torch-fidelity downloads its weights)",
         ),
     ] = None,
     classifier: Annotated[
@@ -127,14 +128,14 @@ def score(
     figure: Annotated[
         Path | None,
         typer.Option(
-            help="Real beside generated images. [default: real_vs_fake.png beside --json, or here]"
+            help="Real beside generated images. (default: real_vs_fake.png beside --json, or here)"
         ),
     ] = None,
     no_figure: Annotated[bool, typer.Option("--no-figure", help="Write no figure.")] = False,
     cache_dir: Annotated[
         Path | None,
         typer.Option(
-            envvar="DCGAN_EVAL_CACHE", help="Real features cache. [default: ~/.cache/dcgan-eval]"
+            envvar="DCGAN_EVAL_CACHE", help="Real features cache. (default: ~/.cache/dcgan-eval)"
         ),
     ] = None,
     timeout: Annotated[
