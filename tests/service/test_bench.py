@@ -22,6 +22,8 @@ from tests.cli_fuzz import Surface, fuzz
 
 from .conftest import ServerThread
 
+TOKEN = "bench-token"
+
 
 def run_bench(*args: str) -> Result:
     clean = {name: None for name in os.environ if name.startswith("DCGAN_")}
@@ -113,6 +115,33 @@ def test_an_open_loop_lasts_what_it_says_on_a_slow_server(
     assert "unfinished=" in result.output
     assert level["duration_s"] < 0.5 + bench.DRAIN_S + 0.5
     assert [path.name for path in tmp_path.iterdir()] == ["bench.json"]  # written whole
+
+
+def test_bench_measures_a_server_behind_tls_and_a_token(
+    fresh_server: Any, pki: Path, tmp_path: Path
+) -> None:
+    running = fresh_server(
+        tls_cert=pki / "server.crt", tls_key=pki / "server.key", tls_client_ca=pki / "ca.crt",
+        token=TOKEN,
+    )  # fmt: skip
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    mutual = ["--tls-ca", str(pki / "ca.crt"), "--tls-cert", str(pki / "client.crt"),
+              "--tls-key", str(pki / "client.key")]  # fmt: skip
+    out = tmp_path / "bench.json"
+    measured = run_bench(*short(running.target, "-c", "2", *mutual, "--token-file", str(token),
+                                "--json", str(out)))  # fmt: skip
+    assert measured.exit_code == 0, measured.output
+    (level,) = json.loads(out.read_text())["levels"]
+    assert level["requests"] > 0 and level["errors"] == {}
+    assert TOKEN not in out.read_text()  # the results name no secret
+
+    no_token = run_bench(*short(running.target, "-c", "1", *mutual))
+    assert no_token.exit_code == 1 and "UNAUTHENTICATED" in no_token.output
+    half = run_bench(*short(running.target, "--tls-ca", str(pki / "ca.crt"),
+                            "--tls-cert", str(pki / "client.crt")))  # fmt: skip
+    assert half.exit_code == 2
+    assert half.output == "error: --tls-cert needs --tls-key, the certificate's private key\n"
 
 
 def test_version_and_the_console_script() -> None:

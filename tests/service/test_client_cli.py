@@ -10,8 +10,10 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives import serialization
 from PIL import Image
 from typer.testing import CliRunner, Result
 
@@ -212,6 +214,64 @@ def test_a_fifo_as_token_file_is_refused_not_read(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr == f"error: --token-file {fifo} is not a regular file\n"
+
+
+def test_tls_files_are_checked_before_grpc_sees_them(
+    fresh_server: Any, pki: Path, tmp_path: Path
+) -> None:
+    """Real processes: gRPC's C core aborts one (exit 134) given a certificate without its key."""
+    running = fresh_server(
+        tls_cert=pki / "server.crt", tls_key=pki / "server.key", tls_client_ca=pki / "ca.crt"
+    )
+    ca, cert, key = (str(pki / name) for name in ("ca.crt", "client.crt", "client.key"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "dcgan.clients.cli", "--target", running.target,
+                   "--timeout-s", "10", *args, "health"]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    half = run("--tls-ca", ca, "--tls-cert", cert)
+    assert (half.returncode, half.stderr) == (
+        2, "error: --tls-cert needs --tls-key, the certificate's private key\n"
+    )  # fmt: skip
+    key_only = run("--tls-ca", ca, "--tls-key", key)
+    assert (key_only.returncode, key_only.stderr) == (
+        2, "error: --tls-key needs --tls-cert, the certificate it belongs to\n"
+    )  # fmt: skip
+    mutual = run("--tls-ca", ca, "--tls-cert", cert, "--tls-key", key)
+    assert (mutual.returncode, mutual.stdout) == (0, "SERVING\n"), mutual.stderr
+
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    der = tmp_path / "ca.der"
+    der.write_bytes(bytes(range(256)))
+    broken = tmp_path / "broken.crt"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    encrypted = tmp_path / "encrypted.key"
+    private_key = serialization.load_pem_private_key((pki / "client.key").read_bytes(), None)
+    encrypted.write_bytes(private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    ))  # fmt: skip
+    refusals = [
+        (["--tls-ca", str(garbage)], f"--tls-ca {garbage} holds no PEM certificate"),
+        (["--tls-ca", key], f"--tls-ca {key} holds no PEM certificate"),
+        (["--tls-ca", str(der)], f"--tls-ca {der} is not a PEM certificate (binary data"),
+        (["--tls-ca", str(broken)], f"--tls-ca {broken}: a certificate in it cannot be read"),
+        (["--tls-ca", ca, "--tls-cert", key, "--tls-key", key],
+         f"--tls-cert {key} holds no PEM certificate"),
+        (["--tls-ca", ca, "--tls-cert", cert, "--tls-key", cert],
+         f"--tls-key {cert} holds no PEM private key"),
+        (["--tls-ca", ca, "--tls-cert", cert, "--tls-key", str(pki / "server.key")],
+         f"--tls-key {pki / 'server.key'} is not the key of --tls-cert {cert}"),
+        (["--tls-ca", ca, "--tls-cert", cert, "--tls-key", str(encrypted)],
+         f"--tls-key {encrypted} is encrypted: gRPC takes unencrypted PEM keys"),
+    ]  # fmt: skip
+    for args, reason in refusals:
+        result = client("--target", running.target, *args, "health")
+        assert result.exit_code == 1, (args, result.output)
+        assert result.output.startswith(f"error: {reason}"), result.output
+        assert len(result.output.splitlines()) == 1
 
 
 def test_version_and_the_console_script() -> None:
