@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from dcgan.train import checkpoint as ckpt
-from dcgan.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dcgan.train.checkpoint import (
+    CheckpointError,
+    find_resume_point,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def make_state(step: int) -> dict[str, Any]:
@@ -131,3 +136,71 @@ def test_checkpoint_missing_a_key_is_refused(tmp_path: Path) -> None:
     torch.save(sealed, path)
     with pytest.raises(CheckpointError, match="missing optimizer_d"):
         load_checkpoint(path)
+
+
+def three_steps(tmp_path: Path) -> Path:
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, make_state(step), keep=3)
+    return tmp_path / "checkpoints"
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_damaged_latest_falls_back_to_the_newest_step_that_verifies(tmp_path: Path) -> None:
+    directory = three_steps(tmp_path)
+    truncate(directory / "step-00000003.pt")  # what latest.pt points to
+    point = find_resume_point(tmp_path)
+    assert point.state["step"] == 2 and point.file == directory / "step-00000002.pt"
+    assert [bad.file for bad in point.rejected] == [directory / "latest.pt"]
+    assert point.run_dir == tmp_path.resolve()
+    note = point.fallback_note()
+    assert note is not None and len(note.splitlines()) == 1
+    assert note.startswith(f"{directory / 'latest.pt'} points to a checkpoint that does not load")
+    assert "step-00000003.pt is not a readable PyTorch file" in note
+    assert note.endswith(
+        f"resuming from {directory / 'step-00000002.pt'}, the newest that verifies"
+    )
+    # the run directory, its checkpoints directory and latest.pt itself all fall back alike
+    for path in (directory, directory / "latest.pt"):
+        assert find_resume_point(path).state["step"] == 2
+    # load_checkpoint stays strict: latest.pt is what it is asked for
+    with pytest.raises(CheckpointError, match="not a readable PyTorch file"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_dangling_or_copied_latest_falls_back(tmp_path: Path) -> None:
+    directory = three_steps(tmp_path)
+    (directory / "step-00000003.pt").unlink()
+    point = find_resume_point(tmp_path)
+    assert point.state["step"] == 2
+    assert point.rejected[0].reason == (
+        f"{directory / 'latest.pt'} points to step-00000003.pt, which does not exist"
+    )
+    # a latest.pt copied as a plain file (cp -L) and torn: the step files beside it still count
+    latest = directory / "latest.pt"
+    latest.unlink()
+    latest.write_bytes((directory / "step-00000002.pt").read_bytes()[:1000])
+    point = find_resume_point(tmp_path)
+    assert point.state["step"] == 2 and point.file == directory / "step-00000002.pt"
+    assert "latest.pt is not a readable PyTorch file" in (point.fallback_note() or "")
+
+
+def test_no_fallback_for_a_named_step_file_nor_when_none_verifies(tmp_path: Path) -> None:
+    directory = three_steps(tmp_path)
+    truncate(directory / "step-00000002.pt")
+    with pytest.raises(CheckpointError, match=r"step-00000002\.pt is not a readable"):
+        find_resume_point(directory / "step-00000002.pt")
+    truncate(directory / "step-00000001.pt")
+    truncate(directory / "step-00000003.pt")
+    with pytest.raises(CheckpointError) as raised:
+        find_resume_point(tmp_path)
+    assert "step-00000003.pt is not a readable PyTorch file" in str(raised.value)
+    assert "none of the 2 step files beside it loads" in str(raised.value)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        find_resume_point(tmp_path / "elsewhere")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        find_resume_point(tmp_path / "missing")

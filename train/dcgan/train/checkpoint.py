@@ -4,6 +4,8 @@ A checkpoint is a plain `torch.save` dict (tensors, numbers, strings, lists, dic
 `weights_only=True` so that a file can never run code. A sha256 digest of its contents is stored
 inside it: torch's zip format does not notice flipped bytes in tensor data, this does.
 Files live in RUN_DIR/checkpoints as `step-00001234.pt`, with `latest.pt` a symlink to the newest.
+A run resumes from `latest.pt`, or, when that is damaged or dangling, from the newest step file
+that verifies.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pickle
 import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -218,3 +221,103 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             "recorded when it was saved"
         )
     return state
+
+
+# ----------------------------------------------------------------------------- resuming
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A checkpoint passed over on the way to one that loads."""
+
+    file: Path
+    reason: str  # the CheckpointError's line, which names the file
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    state: dict[str, Any]  # verified by load_checkpoint
+    file: Path  # the checkpoint it came from
+    rejected: tuple[Rejected, ...]  # newer candidates that did not load, latest.pt first
+
+    @property
+    def run_dir(self) -> Path:
+        """The run the checkpoint belongs to: RUN_DIR for RUN_DIR/checkpoints/*.pt."""
+        directory = self.file.parent.resolve()
+        return directory.parent if directory.name == CHECKPOINT_DIR else directory
+
+    def fallback_note(self) -> str | None:
+        """One line naming the damaged latest and the checkpoint used instead; None if none."""
+        if not self.rejected:
+            return None
+        first, others = self.rejected[0], len(self.rejected) - 1
+        damaged_target = first.file.is_symlink() and first.file.exists()
+        via = f"{first.file} points to a checkpoint that does not load: " if damaged_target else ""
+        more = (
+            f" (and {others} newer step file{'s' * (others > 1)} that fail too)" if others else ""
+        )
+        return f"{via}{first.reason}{more}; resuming from {self.file}, the newest that verifies"
+
+
+def step_files(directory: Path) -> list[Path]:
+    """The step checkpoints in `directory`, newest first."""
+    if not directory.is_dir():
+        return []
+    found = [path for path in directory.iterdir() if _STEP_FILE.match(path.name)]
+    return sorted(found, key=lambda path: int(path.name[5:-3]), reverse=True)
+
+
+def resume_candidates(path: Path) -> list[Path]:
+    """Where a run resumes from, best first: `path` itself when it names a step file; for a
+    run directory, a checkpoints directory or a latest.pt, that latest and then its step files.
+    """
+    if path.is_dir():
+        directory = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
+    elif path.name == LATEST:
+        directory = path.parent
+    else:
+        return [path]
+    latest = directory / LATEST
+    head = [latest] if latest.exists() or latest.is_symlink() else []
+    return head + step_files(directory)
+
+
+def find_resume_point(path: Path) -> ResumePoint:
+    """The checkpoint to resume `path` from (see resume_candidates), loaded and verified.
+
+    Falls back past a latest.pt that is truncated, corrupted or dangling; a step file named
+    explicitly gets no fallback. Raises CheckpointError, naming the first problem, when none loads.
+    """
+    candidates = resume_candidates(path)
+    if not candidates:
+        if path.is_dir():
+            resolve_checkpoint(path)  # raises its "holds no checkpoint" line
+        raise CheckpointError(f"checkpoint not found: {path}")
+    rejected: list[Rejected] = []
+    tried: set[Path] = set()
+    for candidate in candidates:
+        target = candidate.resolve()
+        if target in tried:  # latest.pt's own target, already refused through latest.pt
+            continue
+        tried.add(target)
+        try:
+            state = load_checkpoint(_existing(candidate))
+        except CheckpointError as error:
+            rejected.append(Rejected(candidate, str(error)))
+            continue
+        return ResumePoint(state, candidate, tuple(rejected))
+    first = rejected[0].reason
+    more = len(rejected) - 1
+    beside = f"; and none of the {more} step files beside it loads" if more else ""
+    raise CheckpointError(f"{first}{beside}")
+
+
+def _existing(path: Path) -> Path:
+    """The file `path` names (latest.pt's target, so that errors name it), or CheckpointError."""
+    if path.is_symlink():
+        if not path.exists():
+            raise CheckpointError(f"{path} points to {os.readlink(path)}, which does not exist")
+        return path.resolve()
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
