@@ -9,6 +9,9 @@ through a DataLoader in the same order. The order of epoch e is a permutation se
 
 from __future__ import annotations
 
+import gzip
+import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +22,14 @@ import torchvision.transforms.v2 as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
 
 NATIVE_CHANNELS = {"digits": 1, "mnist": 1, "fashion-mnist": 1, "cifar10": 3, "fake": 3}
 FAKE_DATASET_SIZE = 1024
-_TORCHVISION = {
-    "mnist": (datasets.MNIST, "MNIST"),
-    "fashion-mnist": (datasets.FashionMNIST, "FashionMNIST"),
-    "cifar10": (datasets.CIFAR10, "cifar-10-batches-py"),
-}
+SPLIT_DATASETS = ("mnist", "fashion-mnist", "cifar10")  # the data sets that have a --split
+# MNIST and Fashion-MNIST: the IDX image file of each split, plain or gzipped.
+IDX_IMAGES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+IDX_UBYTE_3D = 0x00000803  # the magic number of an IDX file of unsigned bytes in 3 dimensions
 
 
 class DataError(Exception):
@@ -41,6 +44,7 @@ class DataSpec:
     channels: int
     download: bool = False  # let torchvision fetch mnist / fashion-mnist / cifar10
     workers: int = 2  # decoding processes for preloading and streaming
+    split: str = "train"  # mnist / fashion-mnist / cifar10: "train" or "test"
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,87 @@ def _collate(items: Sequence[torch.Tensor | _Unreadable]) -> torch.Tensor | _Unr
     return torch.stack(items)  # type: ignore[arg-type]
 
 
+class _IdxImages(Dataset[tuple[Image.Image, int]]):
+    """The images of an IDX file (MNIST's and Fashion-MNIST's format), as torchvision reads them."""
+
+    def __init__(self, path: Path) -> None:
+        self.images = read_idx_images(path)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index].numpy(), mode="L"), 0
+
+
+def read_idx_images(path: Path) -> torch.Tensor:
+    """uint8 [N, H, W] from an IDX image file, gzipped (.gz) or not; a damaged one is named."""
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read {path}: {error}") from None
+    if len(raw) < 16 or int.from_bytes(raw[:4], "big") != IDX_UBYTE_3D:
+        raise DataError(f"{path} is not an IDX image file (the format of MNIST's files)")
+    count, height, width = (int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in (1, 2, 3))
+    if len(raw) != 16 + count * height * width:
+        raise DataError(
+            f"{path} is truncated or damaged: its header announces {count} images of "
+            f"{height}x{width}, and it holds {len(raw) - 16} bytes of pixels"
+        )
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=16).view(count, height, width)
+
+
+class _Cifar10(datasets.CIFAR10):  # type: ignore[misc]
+    """torchvision's CIFAR-10 asking only for the files of the split it reads (and the meta)."""
+
+    def _check_integrity(self) -> bool:
+        files = self.train_list if self.train else self.test_list
+        return all(
+            check_integrity(os.path.join(self.root, self.base_folder, name), md5)
+            for name, md5 in files
+        )
+
+
+_IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}  # torchvision's layout
+_CIFAR_FOLDER = "cifar-10-batches-py"
+_CIFAR_FILES = {"train": "data_batch_1 to data_batch_5", "test": "test_batch"}
+
+
+def _idx_file(root: Path, dataset: str, split: str) -> Path | None:
+    """The IDX images of `split`: in torchvision's ROOT/MNIST/raw, or in ROOT itself."""
+    for directory in (root / _IDX_FOLDERS[dataset] / "raw", root):
+        for name in (IDX_IMAGES[split], IDX_IMAGES[split] + ".gz"):
+            if (directory / name).is_file():
+                return directory / name
+    return None
+
+
+def _cifar_split_present(root: Path, split: str) -> bool:
+    files = datasets.CIFAR10.train_list if split == "train" else datasets.CIFAR10.test_list
+    return all((root / _CIFAR_FOLDER / name).is_file() for name, _ in files)
+
+
+def _not_found(spec: DataSpec, root: Path) -> DataError:
+    """What `spec` needs under `root`, and the other split when that one is there."""
+    other = "test" if spec.split == "train" else "train"
+    if spec.dataset == "cifar10":
+        needs = f"{_CIFAR_FILES[spec.split]} and batches.meta in {root / _CIFAR_FOLDER}"
+        other_present = _cifar_split_present(root, other)
+    else:
+        folder = root / _IDX_FOLDERS[spec.dataset] / "raw"
+        needs = f"{IDX_IMAGES[spec.split]} (or .gz) in {folder} or in {root}"
+        other_present = _idx_file(root, spec.dataset, other) is not None
+    hint = f"; the {other} split is there: --split {other} trains on it" if other_present else ""
+    return DataError(
+        f"{spec.dataset} not found under {root}: --split {spec.split} needs {needs}{hint}; "
+        "or pass --download to fetch it there"
+    )
+
+
 def _source(spec: DataSpec) -> Any:
-    """The raw torchvision data set of `spec`, or a DataError saying what is missing."""
+    """The raw data set of `spec`, or a DataError saying what is missing."""
     if spec.dataset == "digits":
         return _Digits()
     if spec.dataset == "fake":
@@ -127,16 +210,21 @@ def _source(spec: DataSpec) -> Any:
                 f"no images found under {root} (looked recursively for "
                 f"{', '.join(datasets.folder.IMG_EXTENSIONS)})"
             ) from None
-    cls, folder = _TORCHVISION[spec.dataset]
+    train = spec.split == "train"
     try:
-        return cls(str(root), train=True, download=spec.download)
+        if spec.dataset == "cifar10":
+            return _Cifar10(str(root), train=train, download=spec.download)
+        if spec.download:
+            cls = datasets.MNIST if spec.dataset == "mnist" else datasets.FashionMNIST
+            cls(str(root), train=train, download=True)  # into ROOT/MNIST/raw, read below
     except RuntimeError:
-        raise DataError(
-            f"{spec.dataset} not found under {root} (looked in {root / folder}): pass --download "
-            f"to fetch it there, or put the torchvision {folder} files in that folder"
-        ) from None
+        raise _not_found(spec, root) from None
     except OSError as error:  # network failures while downloading
         raise DataError(f"could not download {spec.dataset} into {root}: {error}") from None
+    path = _idx_file(root, spec.dataset, spec.split)
+    if path is None:
+        raise _not_found(spec, root)
+    return _IdxImages(path)
 
 
 class _ConvertMode:
@@ -201,6 +289,8 @@ def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
 class Batches:
     """uint8 batches of one rank's share of each global batch, in the seeded epoch order.
 
+    Streamed through a DataLoader, or served from memory after `preload()`.
+
     Incomplete final batches are dropped: every step sees exactly `batch_size` images
     (split evenly across `world_size` ranks), which keeps BatchNorm and compiled graphs steady.
     """
@@ -232,9 +322,17 @@ class Batches:
         self.world_size = world_size
         self.per_rank = batch_size // world_size
         self.batches_per_epoch = self.size // batch_size
-        self.images: torch.Tensor | None = None  # the whole data set when preloaded
-        if self.size <= image_count_limit(spec, preload_limit_mb):
-            self.images = self._preload()
+        self.preload_limit_mb = preload_limit_mb
+        self.images: torch.Tensor | None = None  # the whole data set once preloaded
+
+    def preload(self) -> None:
+        """Decode the data set onto the device when it fits `preload_limit_mb`; else stream it.
+
+        Apart from the constructor, which only opens the data set, so that a run can learn its
+        size (and whether it has anything to do) before decoding every image.
+        """
+        if self.images is None and self.size <= image_count_limit(self.spec, self.preload_limit_mb):
+            self.images = self._decode_all()
 
     def _loader(self, batch_sampler: Any) -> DataLoader[Any]:
         return DataLoader(
@@ -246,7 +344,7 @@ class Batches:
             persistent_workers=False,
         )
 
-    def _preload(self) -> torch.Tensor:
+    def _decode_all(self) -> torch.Tensor:
         chunks = [
             list(range(start, min(start + 256, self.size))) for start in range(0, self.size, 256)
         ]
