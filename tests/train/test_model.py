@@ -146,3 +146,21 @@ def test_logits_with_bce_with_logits_work_under_autocast() -> None:
 def test_config_rejects_bad_values(field: str, value: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ModelConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [ModelConfig(), ModelConfig(16, 8, 8, 1, 32), ModelConfig(7, 3, 5, 3, 128)],
+    ids=["default", "tiny 32", "odd widths 128"],
+)
+def test_parameter_count_matches_the_built_networks(config: ModelConfig) -> None:
+    built = sum(
+        parameter.numel()
+        for network in (Generator(config), Discriminator(config))
+        for parameter in network.parameters()
+    )
+    assert config.parameter_count() == built
+    # counted, not built: a width no machine holds is still just a number
+    assert (
+        ModelConfig(nz=10**12, ngf=8, ndf=8, channels=1, image_size=32).parameter_count() > 10**14
+    )

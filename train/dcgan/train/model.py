@@ -40,6 +40,22 @@ class ModelConfig:
         """Stride-2 blocks between the 4x4 stem and the image: 3 at 32, 4 at 64, 5 at 128."""
         return self.image_size.bit_length() - 3
 
+    def parameter_count(self) -> int:
+        """Parameters of both networks, counted from the shapes alone: no tensor is allocated."""
+        blocks, conv = self.stride2_blocks, 4 * 4  # each layer's kernels are 4x4
+        width: int = self.ngf * 2 ** (blocks - 1)
+        generator = conv * self.nz * width + 2 * width  # the stem and its BatchNorm
+        for _ in range(blocks - 1):
+            generator += conv * width * (width // 2) + 2 * (width // 2)
+            width //= 2
+        generator += conv * width * self.channels
+        width = self.ndf
+        discriminator = conv * self.channels * width
+        for _ in range(blocks - 1):
+            discriminator += conv * width * (2 * width) + 2 * (2 * width)
+            width *= 2
+        return generator + discriminator + conv * width
+
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
