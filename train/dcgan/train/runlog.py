@@ -25,6 +25,11 @@ from torchvision.utils import make_grid, save_image
 from dcgan.train.checkpoint import write_atomic
 
 METRICS = "metrics.jsonl"
+# Everything a run writes into RUN_DIR (besides temporary dot-files): a directory holding
+# anything else is not a run's, and a new run refuses it.
+RUN_ENTRIES = frozenset(
+    {"checkpoints", "config.json", METRICS, "real.png", "samples", "loss.png", "tensorboard"}
+)
 
 
 def save_grid(images: torch.Tensor, path: Path) -> None:
@@ -35,12 +40,30 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
     save_image(grid, path)
 
 
+def _row(line: str) -> dict[str, Any] | None:
+    """One line of metrics.jsonl, or None for a line that a kill cut short."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+def metric_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl, oldest first."""
+    return [row for line in path.read_text().splitlines() if (row := _row(line)) is not None]
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop the lines a crashed run logged after the checkpoint being resumed."""
+    """Drop the lines a crashed run logged after the checkpoint being resumed (all, at step 0)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
-    body = "".join(line + "\n" for line in kept).encode()
+    kept = []
+    for line in path.read_text().splitlines():
+        row = _row(line)
+        if row is not None and row["step"] <= last_step:
+            kept.append(line + "\n")
+    body = "".join(kept).encode()
     write_atomic(path, lambda handle: handle.write(body))
 
 
@@ -50,7 +73,7 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    rows = metric_rows(metrics_path)
     figure, axis = plt.subplots(figsize=(8, 4), dpi=100)
     steps = [row["step"] for row in rows]
     axis.plot(steps, [row["loss_d"] for row in rows], label="D loss")
@@ -106,8 +129,9 @@ class RunLog:
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
         body = (json.dumps(self.settings, indent=2, sort_keys=True) + "\n").encode()
         write_atomic(self.run_dir / "config.json", lambda handle: handle.write(body))
-        if resumed:
-            truncate_metrics(self.run_dir / METRICS, self.last_step)
+        # a resumed run drops what was logged after its checkpoint; a new one, what a run that
+        # was killed before its first checkpoint left in the same directory
+        truncate_metrics(self.run_dir / METRICS, self.last_step)
         save_grid(real_images, self.run_dir / "real.png")
         from torch.utils.tensorboard import SummaryWriter
 
