@@ -206,9 +206,7 @@ def score(
             f"features: {network.info.description}, "
             f"weights sha256 {network.info.weights_sha256[:12]}"
         )
-        print_table(
-            metric_table(f"dcgan-eval: {result.source.describe()}", result.metrics, caption)
-        )
+        print_table(metric_table(f"dcgan-eval: {result.source.label()}", result.metrics, caption))
         if result.conversion:
             _say(f"note: {result.conversion}")
         for warning in result.warnings:
@@ -223,7 +221,7 @@ def score(
             save_figure(
                 figure_path, reference.images, fake,
                 f"real: {result.dataset} ({reference.count} images)",
-                f"generated: {result.source.describe()}",
+                f"generated: {result.source.label()}",
             )  # fmt: skip
             _say(f"wrote {figure_path}")
 

@@ -49,6 +49,12 @@ class SourceInfo:
         step = "" if self.step is None else f", step {self.step}"
         return f"{self.location} ({self.kind}{step})"
 
+    def label(self) -> str:
+        """describe() with only the file's name: for a title."""
+        name = self.location if self.kind == "served" else Path(self.location).name
+        step = "" if self.step is None else f", step {self.step}"
+        return f"{name} ({self.kind}{step})"
+
 
 class ImageSource(ABC):
     info: SourceInfo
