@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import torch
 
-from dcgan.train.checkpoint import load_checkpoint
+from dcgan.train.checkpoint import find_resume_point, load_checkpoint
 from dcgan.train.config import TrainConfig
-from dcgan.train.train import ConfigError, load_resume, resolve_config, train
+from dcgan.train.train import ConfigError, resolve_config, train
 
 TINY = {
     "dataset": "folder",
@@ -87,9 +87,10 @@ def test_resume_is_bitwise_exact_across_an_epoch_boundary(
     straight = train(tiny(mnist_subset, tmp_path / "straight", max_steps=12, precision=precision))
     first = train(tiny(mnist_subset, tmp_path / "split", max_steps=6, precision=precision))
     assert first.step == 6
-    state, run_dir = load_resume(tmp_path / "split")
+    point = find_resume_point(tmp_path / "split")
+    state = point.state
     assert (state["epoch"], state["batch_in_epoch"]) == (0, 6)
-    second = train(resolve_config({"max_steps": 12}, state["train_config"]), state, run_dir)
+    second = train(resolve_config({"max_steps": 12}, state["train_config"]), state, point.run_dir)
     assert second.step == straight.step == 12
     assert_same_training_state(
         load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split")
@@ -101,7 +102,7 @@ def test_resume_is_bitwise_exact_across_an_epoch_boundary(
 
 def test_resume_keeps_the_run_identity(mnist_subset: Path, tmp_path: Path) -> None:
     train(tiny(mnist_subset, tmp_path / "run", max_steps=2))
-    state, _ = load_resume(tmp_path / "run")
+    state = find_resume_point(tmp_path / "run").state
     with pytest.raises(ConfigError, match="has nz=16; drop --nz"):
         resolve_config({"nz": 32}, state["train_config"])
     assert resolve_config({"max_steps": 9}, state["train_config"]).nz == 16
@@ -216,7 +217,8 @@ def test_bad_checkpoints_and_out_dirs_damage_nothing(mnist_subset: Path, tmp_pat
     )
 
     unwritable = run_cli(*cli_args(mnist_subset, notes / "run"))
-    assert unwritable.returncode == 2 and "cannot write to" in unwritable.stderr
+    assert unwritable.returncode == 1 and "cannot write to" in unwritable.stderr
+    assert not (notes / "run").exists() and notes.read_text() == "not a checkpoint"
 
     after = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
     assert after == before

@@ -1,5 +1,5 @@
 """`python -m dcgan.train`, for torchrun: torchrun --nproc-per-node 2 -m dcgan.train ..."""
 
-from dcgan.train.cli import app
+from dcgan.train.cli import run
 
-app()
+run()

@@ -1,11 +1,14 @@
 """`dcgan-train`: parse the command line and hand off to `dcgan.train.train.train`.
 
-Every option's default is `TrainConfig`'s. Only the options given on the command line reach
-`resolve_config`, so a resumed run keeps its own settings for the rest.
+`dcgan-train [OPTIONS]` trains (the options are the app callback's, so `python -m dcgan.train`
+and torchrun work as they always have); `dcgan-train inspect PATH` describes a run or a
+checkpoint. Every option's default is `TrainConfig`'s. Only the options given on the command line
+reach `resolve_config`, so a resumed run keeps its own settings for the rest.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from enum import Enum
 from pathlib import Path
@@ -13,7 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from dcgan.train.config import Dataset, Device, Precision, TrainConfig
+from dcgan.contract.commands import entry_point, fail, usage_error, version_option
+from dcgan.train.config import Dataset, Device, Precision, Split, TrainConfig
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -24,9 +28,11 @@ SPEED = "Speed"
 OUTPUT = "Output"
 
 
-def fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+def path_value(value: str | Path) -> Path:
+    """A path option's value; an empty one (an unset shell variable) would mean the cwd."""
+    if not str(value).strip():
+        raise typer.BadParameter("the path is empty")
+    return Path(value)
 
 
 def given_options(ctx: typer.Context) -> dict[str, Any]:
@@ -35,7 +41,7 @@ def given_options(ctx: typer.Context) -> dict[str, Any]:
     for name, value in ctx.params.items():
         source = ctx.get_parameter_source(name)
         # click's ParameterSource, told by name: typer vendors click as a private module.
-        if name == "resume" or source is None or source.name != "COMMANDLINE":
+        if source is None or source.name != "COMMANDLINE":
             continue
         if isinstance(value, Enum):
             value = value.value
@@ -45,7 +51,7 @@ def given_options(ctx: typer.Context) -> dict[str, Any]:
     return given
 
 
-@app.command()
+@app.callback(invoke_without_command=True)
 def main(
     ctx: typer.Context,
     dataset: Annotated[
@@ -58,6 +64,7 @@ def main(
         Path | None,
         typer.Option(
             help="Where the data set lives (required for folder: every image under it).",
+            parser=path_value,
             rich_help_panel=DATA,
         ),
     ] = None,
@@ -69,6 +76,13 @@ def main(
             rich_help_panel=DATA,
         ),
     ] = TrainConfig.download,
+    split: Annotated[
+        Split,
+        typer.Option(
+            help="mnist, fashion-mnist, cifar10: train on their test split (MNIST's t10k files).",
+            rich_help_panel=DATA,
+        ),
+    ] = Split(TrainConfig.split),  # noqa: B008 - an enum member, immutable
     workers: Annotated[
         int, typer.Option(help="Image decoding processes.", rich_help_panel=DATA)
     ] = TrainConfig.workers,
@@ -142,12 +156,18 @@ def main(
     ] = TrainConfig.compile,
     out: Annotated[
         Path,
-        typer.Option(help="Run directory; a resumed run keeps its own.", rich_help_panel=OUTPUT),
+        typer.Option(
+            help="Run directory; a resumed run keeps its own.",
+            parser=path_value,
+            rich_help_panel=OUTPUT,
+        ),
     ] = Path(TrainConfig.out),
     resume: Annotated[
         Path | None,
         typer.Option(
-            help="Continue a run: a checkpoint file or a run directory (its latest).",
+            help="Continue a run: a checkpoint file, or a run directory (its latest, or the newest "
+            "checkpoint that verifies).",
+            parser=path_value,
             rich_help_panel=OUTPUT,
         ),
     ] = None,
@@ -166,33 +186,60 @@ def main(
     samples: Annotated[
         int, typer.Option(help="Images in each sample grid.", rich_help_panel=OUTPUT)
     ] = TrainConfig.samples,
+    version: Annotated[bool, version_option("dcgan-train")] = False,
 ) -> None:
     """Train the DCGAN of Radford et al. (2015); resume exactly from any checkpoint.
 
     Example: dcgan-train --dataset folder --data-root ~/images --epochs 5 --out runs/mine
+
+    `dcgan-train inspect RUN_DIR` describes a run: its step, losses, settings and checkpoints.
     """
     given = given_options(ctx)
-    from dcgan.train.checkpoint import CheckpointError
-    from dcgan.train.data import DataError
-    from dcgan.train.train import ConfigError, load_resume, resolve_config, train
+    if ctx.invoked_subcommand is not None:
+        if given:
+            options = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise usage_error(
+                f"{options}: training options, which `dcgan-train {ctx.invoked_subcommand}` "
+                "does not take"
+            )
+        return
+    train_from_command_line(given)
 
+
+def train_from_command_line(given: dict[str, Any]) -> None:
+    """Resolve the settings, train, and turn each way it can fail into one line and its code."""
+    import torch
+
+    from dcgan.train.checkpoint import CheckpointError, find_resume_point
+    from dcgan.train.data import DataError
+    from dcgan.train.train import ConfigError, ResourceError, resolve_config, train
+
+    resume = given.pop("resume", None)
     try:
-        state, run_dir = load_resume(resume) if resume is not None else (None, None)
-        if run_dir is not None:
-            given.setdefault("out", str(run_dir))
-        config = resolve_config(given, state["train_config"] if state else None)
-        result = train(config, state, run_dir)
-    except (ConfigError, ValueError) as error:
-        raise fail(str(error), 2) from None
-    except (DataError, CheckpointError) as error:
-        raise fail(str(error), 1) from None
+        point = find_resume_point(Path(resume)) if resume is not None else None
+        if point is not None:
+            note = point.fallback_note()
+            if note is not None and os.environ.get("RANK", "0") == "0":
+                typer.echo(f"warning: {note}", err=True)
+            given.setdefault("out", str(point.run_dir))
+        config = resolve_config(given, point.state["train_config"] if point else None)
+        result = train(config, point.state if point else None, point.run_dir if point else None)
+    except ConfigError as error:
+        raise usage_error(str(error)) from None
+    except (DataError, CheckpointError, ResourceError) as error:
+        raise fail(str(error)) from None
+    except (MemoryError, torch.OutOfMemoryError) as error:
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else "no detail"
+        raise fail(f"out of memory ({detail}): lower --batch-size or --image-size") from None
     except OSError as error:
-        raise fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), 1) from None
+        raise fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")) from None
     except KeyboardInterrupt:
         raise fail(
             "aborted by a second Ctrl-C: nothing was saved since the last checkpoint", 130
         ) from None
 
+    if result.checkpoint is None:  # a resumed run with nothing left to do: train() said so
+        return
     if result.stopped_by is not None:
         name = signal.Signals(result.stopped_by).name
         typer.echo(
@@ -205,3 +252,38 @@ def main(
         f"trained to step {result.step} (epoch {result.epoch}); checkpoint {result.checkpoint}; "
         f"samples {result.run_dir / 'samples' / 'final.png'}"
     )
+
+
+@app.command("inspect")
+def inspect(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PATH",
+            help="A run directory (its latest checkpoint), or one checkpoint file.",
+            parser=path_value,
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object on stdout, for machines.")
+    ] = False,
+) -> None:
+    """Describe a run or checkpoint: step, losses, settings, checksum, what it resumes from.
+
+    Exit code 0 when it resumes; 1, after the description, when it does not.
+    """
+    from dcgan.train.inspection import inspect_path
+
+    report = inspect_path(path)
+    text = report.to_json() if as_json else report.describe()
+    if text:
+        typer.echo(text)
+    if report.problem is not None:
+        raise fail(report.problem)
+
+
+run = entry_point(app)
+
+if __name__ == "__main__":
+    run()

@@ -19,6 +19,11 @@ class Dataset(StrEnum):
     fake = "fake"  # torchvision's FakeData: noise images, for smoke runs
 
 
+class Split(StrEnum):
+    train = "train"  # mnist / fashion-mnist / cifar10's training split
+    test = "test"  # their test split (MNIST's t10k files, CIFAR-10's test_batch)
+
+
 class Device(StrEnum):
     auto = "auto"  # CUDA when present, else the CPU
     cpu = "cpu"
@@ -38,6 +43,7 @@ class TrainConfig:
     dataset: str = Dataset.digits.value  # a Dataset value
     data_root: str | None = None  # where the data set lives (required for folder)
     download: bool = False  # let torchvision fetch mnist / fashion-mnist / cifar10 into data_root
+    split: str = Split.train.value  # a Split value: which split of mnist / fashion-mnist / cifar10
     workers: int = 2  # decoding processes while loading images
     preload_limit_mb: float = 4096  # hold the decoded data set in memory up to this size
     # model
@@ -69,6 +75,6 @@ class TrainConfig:
 
 # Settings that define the run: a resumed run keeps them. The others may change on resume.
 IDENTITY_FIELDS = (
-    "dataset", "image_size", "channels", "nz", "ngf", "ndf",
+    "dataset", "split", "image_size", "channels", "nz", "ngf", "ndf",
     "batch_size", "lr", "beta1", "beta2", "seed",
 )  # fmt: skip

@@ -8,6 +8,8 @@ weights, optimizer states and (epoch, batch) position continue the run bit for b
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 import signal
@@ -25,24 +27,40 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dcgan.train.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, save_checkpoint
-from dcgan.train.config import IDENTITY_FIELDS, Device, Precision, TrainConfig
-from dcgan.train.data import Batches, DataSpec, native_channels, to_model_range
+from dcgan.train.checkpoint import CHECKPOINT_DIR, LATEST, save_checkpoint
+from dcgan.train.config import IDENTITY_FIELDS, Dataset, Device, Precision, Split, TrainConfig
+from dcgan.train.data import SPLIT_DATASETS, Batches, DataSpec, native_channels, to_model_range
 from dcgan.train.model import Discriminator, Generator, ModelConfig, init_weights
-from dcgan.train.runlog import RunLog
+from dcgan.train.runlog import RUN_ENTRIES, RunLog
 
 # ----------------------------------------------------------------------------- config
 
 
 class ConfigError(Exception):
-    """Settings that contradict each other or the run being resumed."""
+    """Settings that are out of range, contradict each other or the run being resumed."""
+
+
+class ResourceError(Exception):
+    """What this machine cannot give the run: a writable --out, memory enough for the networks."""
+
+
+MAX_WORKERS = 128  # decoding processes; more only cost memory
+MAX_SAMPLES = 1024  # images in a sample grid (128 rows of 8)
+SEED_LIMIT = 2**32  # NumPy takes 32-bit seeds
 
 
 def model_config_of(config: TrainConfig) -> ModelConfig:
-    """The networks' arguments; raises ValueError on a bad size, channel count or width."""
+    """The networks' arguments; ConfigError on a bad size, channel count or width."""
     if config.channels is None:
         raise ConfigError("channels are resolved by resolve_config")
-    return ModelConfig(config.nz, config.ngf, config.ndf, config.channels, config.image_size)
+    return _model_config(config, config.channels)
+
+
+def _model_config(config: TrainConfig, channels: int) -> ModelConfig:
+    try:
+        return ModelConfig(config.nz, config.ngf, config.ndf, channels, config.image_size)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_choice(option: str, value: str, choices: type[StrEnum]) -> None:
@@ -52,20 +70,58 @@ def check_choice(option: str, value: str, choices: type[StrEnum]) -> None:
 
 
 def validate(config: TrainConfig) -> None:
-    model_config_of(config)
-    for name in ("batch_size", "epochs", "keep", "log_every", "samples"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    """Each setting on its own, before any file is read: a ConfigError names the option."""
+    _model_config(config, 1 if config.channels is None else config.channels)
+    lowest = {"batch_size": 1, "epochs": 1, "keep": 1, "log_every": 1, "samples": 1}
+    lowest |= {"workers": 0, "save_every": 0}
+    for name, low in lowest.items():
+        if getattr(config, name) < low:
+            raise ConfigError(
+                f"--{_option(name)} must be at least {low}, not {getattr(config, name)}"
+            )
     if config.max_steps is not None and config.max_steps < 1:
-        raise ConfigError("--max-steps must be at least 1")
+        raise ConfigError(f"--max-steps must be at least 1, not {config.max_steps}")
+    for name, high in (("workers", MAX_WORKERS), ("samples", MAX_SAMPLES)):
+        if getattr(config, name) > high:
+            raise ConfigError(f"--{name} must be at most {high}, not {getattr(config, name)}")
+    if not 0 <= config.seed < SEED_LIMIT:
+        raise ConfigError(f"--seed must be between 0 and {SEED_LIMIT - 1}, not {config.seed}")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise ConfigError(f"--lr must be a positive number, not {config.lr}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(config, name) < 1:  # NaN fails this too
+            raise ConfigError(
+                f"--{name} must be at least 0 and below 1, not {getattr(config, name)}"
+            )
+    if not (math.isfinite(config.preload_limit_mb) and config.preload_limit_mb >= 0):
+        raise ConfigError(
+            "--preload-limit-mb must be a finite number of at least 0, "
+            f"not {config.preload_limit_mb}"
+        )
+    for option, value in (("data-root", config.data_root), ("out", config.out)):
+        if value is not None and not str(value).strip():
+            raise ConfigError(f"--{option} is empty")
+    check_choice("dataset", config.dataset, Dataset)
+    check_choice("split", config.split, Split)
+    if config.split != Split.train and config.dataset not in SPLIT_DATASETS:
+        raise ConfigError(
+            f"--split {config.split} is for {', '.join(SPLIT_DATASETS)}; "
+            f"--dataset {config.dataset} has one set of images"
+        )
     check_choice("device", config.device, Device)
     check_choice("precision", config.precision, Precision)
+
+
+def _option(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def resolve_config(given: dict[str, Any], resumed: dict[str, Any] | None = None) -> TrainConfig:
     """The run's settings: defaults, then a resumed run's own, then those given explicitly.
 
-    On resume, an identity setting given with a different value is an error, not a silent change.
+    On resume, an identity setting given with a different value is an error, not a silent change,
+    and --epochs given without --max-steps replaces the run's step limit: the run goes on to
+    the epochs asked for. Every setting is checked before any data is read.
     """
     known = {field.name for field in fields(TrainConfig)}
     base = TrainConfig()
@@ -75,14 +131,33 @@ def resolve_config(given: dict[str, Any], resumed: dict[str, Any] | None = None)
             if key in given and given[key] != getattr(base, key):
                 raise ConfigError(
                     f"the run being resumed has {key}={getattr(base, key)!r}; "
-                    f"drop --{key.replace('_', '-')} or start a new run"
+                    f"drop --{_option(key)} or start a new run"
                 )
+        if "epochs" in given and "max_steps" not in given:
+            given = {**given, "max_steps": None}
     config = replace(base, **given)
+    validate(config)
     if config.channels is None:
         root = Path(config.data_root) if config.data_root else None
         config = replace(config, channels=native_channels(config.dataset, root))
-    validate(config)
+    model_config_of(config)
     return config
+
+
+def check_fits(model_config: ModelConfig, device: torch.device) -> None:
+    """Refuse networks whose weights, gradients and Adam moments alone outgrow the device."""
+    needed = model_config.parameter_count() * 4 * 4  # float32 each: weights, grads, 2 moments
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+    else:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available:
+        shape = f"--nz {model_config.nz} --ngf {model_config.ngf} --ndf {model_config.ndf}"
+        raise ResourceError(
+            f"the networks of {shape} at --image-size {model_config.image_size} need "
+            f"{needed / 2**30:.3g} GiB for weights, gradients and Adam's state; the {device.type} "
+            f"has {available / 2**30:.3g} GiB"
+        )
 
 
 # ----------------------------------------------------------------------------- devices
@@ -246,21 +321,61 @@ def without_grad_sync(net: nn.Module) -> AbstractContextManager[Any]:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def prepare_run_dir(run_dir: Path, resuming_from: Path | None) -> None:
-    """Create and probe the run directory; refuse to write a new run over an existing one."""
+def check_run_dir(run_dir: Path, resuming_from: Path | None) -> None:
+    """Refuse, before anything is written, an --out this run may not or cannot write.
+
+    A new run may not go where a run already is, nor into a directory holding files of other
+    kinds, which its config.json or samples could overwrite.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ResourceError(f"cannot write to {run_dir}: it is a file, not a directory")
+    if run_dir.is_dir():
+        resuming_here = resuming_from is not None and run_dir.resolve() == resuming_from.resolve()
+        latest = run_dir / CHECKPOINT_DIR / LATEST
+        if (latest.exists() or latest.is_symlink()) and not resuming_here:
+            raise ConfigError(
+                f"{run_dir} already holds a run; resume it with --resume {run_dir}, "
+                "or choose another --out"
+            )
+        foreign = sorted(
+            entry.name
+            for entry in run_dir.iterdir()
+            if entry.name not in RUN_ENTRIES and not entry.name.startswith(".")  # temporaries
+        )
+        if (run_dir / "config.json").exists() and not is_run_config(run_dir / "config.json"):
+            foreign.insert(0, "config.json")
+        if foreign and not resuming_here:
+            names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise ConfigError(
+                f"{run_dir} holds files that are not a run's ({names}); choose another --out"
+            )
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ResourceError(f"cannot write to {run_dir}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ResourceError(f"cannot write to {run_dir}: {existing} is not writable")
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether `path` is the config.json a run writes, not some other program's."""
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and {"train", "model"} <= settings.keys()
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run directory, checked by check_run_dir, and probe that it takes files."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise ConfigError(f"cannot write to {run_dir}: {error.strerror or error}") from None
-    latest = run_dir / CHECKPOINT_DIR / LATEST
-    if latest.exists() and (resuming_from is None or run_dir.resolve() != resuming_from.resolve()):
-        raise ConfigError(
-            f"{run_dir} already holds a run; resume it with --resume {run_dir}, "
-            "or choose another --out"
-        )
+        raise ResourceError(f"cannot write to {run_dir}: {error.strerror or error}") from None
 
 
 def save(config: TrainConfig, gan: GAN, step: int, epoch: int, batch_in_epoch: int) -> Path:
@@ -278,14 +393,6 @@ def save(config: TrainConfig, gan: GAN, step: int, epoch: int, batch_in_epoch: i
         "rng": rng_states(),
     }
     return save_checkpoint(Path(config.out), state, config.keep)
-
-
-def load_resume(path: Path) -> tuple[dict[str, Any], Path]:
-    """A verified checkpoint to resume and its run directory."""
-    state = load_checkpoint(path)
-    checkpoint_dir = (path if path.is_dir() else path.parent).resolve()
-    run_dir = checkpoint_dir.parent if checkpoint_dir.name == CHECKPOINT_DIR else checkpoint_dir
-    return state, run_dir
 
 
 # ----------------------------------------------------------------------------- stopping
@@ -330,14 +437,49 @@ class TrainResult:
     run_dir: Path
     step: int
     epoch: int
-    checkpoint: Path | None
+    checkpoint: Path | None  # None: a resumed run that had nothing left to do, and wrote nothing
     stopped_by: int | None  # the signal that stopped the run early, if any
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the run stops, and which setting says so."""
+
+    total_steps: int
+    limit: str  # "--max-steps 30", "--epochs 5 of 8 steps"
+
+    @classmethod
+    def of(cls, config: TrainConfig, batches_per_epoch: int) -> Plan:
+        by_epochs = config.epochs * batches_per_epoch
+        epochs = f"--epochs {config.epochs} of {batches_per_epoch} steps"
+        if config.max_steps is None:
+            return cls(by_epochs, epochs)
+        if config.max_steps <= by_epochs:
+            return cls(config.max_steps, f"--max-steps {config.max_steps}")
+        return cls(by_epochs, f"{epochs}, before --max-steps {config.max_steps}")
+
+    def describe(self, run_dir: Path, step: int, epoch: int, resumed: bool) -> str:
+        if step >= self.total_steps:
+            return (
+                f"{run_dir} is at step {step}, and {self.limit} ends it at step "
+                f"{self.total_steps}: nothing to do (a larger --max-steps or --epochs trains on)"
+            )
+        if resumed:
+            return (
+                f"resuming {run_dir} at step {step} (epoch {epoch}): "
+                f"training to step {self.total_steps} ({self.limit})"
+            )
+        return f"training {run_dir} to step {self.total_steps} ({self.limit})"
 
 
 def train(
     config: TrainConfig, resume: dict[str, Any] | None = None, resume_dir: Path | None = None
 ) -> TrainResult:
-    """Train from scratch, or continue the checkpoint `resume` (loaded from `resume_dir`)."""
+    """Train from scratch, or continue the checkpoint `resume` (loaded from `resume_dir`).
+
+    Everything that can be checked is checked before the run directory is touched: the
+    settings, the memory the networks need, --out, the data (decoded when it is preloaded).
+    """
     runtime = setup_runtime(config)
     try:
         return _train(config, runtime, resume, resume_dir)
@@ -351,9 +493,10 @@ def _train(
 ) -> TrainResult:
     # -------- config
     run_dir = Path(config.out)
-    if runtime.is_main:
-        prepare_run_dir(run_dir, resume_dir)
     model_config = model_config_of(config)
+    check_fits(model_config, runtime.device)
+    if runtime.is_main:
+        check_run_dir(run_dir, resume_dir)
     per_rank = config.batch_size // runtime.world_size  # this rank's share of each batch
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     torch.manual_seed(config.seed)
@@ -368,19 +511,27 @@ def _train(
         channels=model_config.channels,
         download=config.download and runtime.is_main,
         workers=config.workers,
+        split=config.split,
     )
     batches = Batches(
         spec, config.batch_size, config.seed, runtime.device, config.preload_limit_mb,
         runtime.rank, runtime.world_size,
     )  # fmt: skip
+    step, epoch, batch_in_epoch = 0, 0, 0
+    if resume is not None:
+        step, epoch, batch_in_epoch = resume["step"], resume["epoch"], resume["batch_in_epoch"]
+    plan = Plan.of(config, batches.batches_per_epoch)
+    if runtime.is_main:
+        print(plan.describe(run_dir, step, epoch, resumed=resume is not None), flush=True)
+    if step >= plan.total_steps:
+        return TrainResult(run_dir, step, epoch, None, None)
+    batches.preload()
 
     # -------- model and optimizers
     gan = build_gan(config, model_config, runtime, memory_format)
-    step, epoch, batch_in_epoch = 0, 0, 0
     if resume is not None:
         gan.load_state_dict(resume)
         set_rng_states(resume["rng"])
-        step, epoch, batch_in_epoch = resume["step"], resume["epoch"], resume["batch_in_epoch"]
     run_g = wrap_for_training(gan.net_g, runtime, config.compile)
     run_d = wrap_for_training(gan.net_d, runtime, config.compile)
     criterion = nn.BCEWithLogitsLoss()
@@ -390,16 +541,16 @@ def _train(
         config.samples, model_config.nz, 1, 1, generator=torch.Generator().manual_seed(config.seed)
     ).to(runtime.device)  # the latents of every sample grid
 
-    # -------- logging
+    # -------- logging: the first writes into the run directory
+    if runtime.is_main:
+        prepare_run_dir(run_dir)
     settings = {"train": asdict(config), "model": model_config.to_dict()}
     log = RunLog(run_dir, settings, config.batch_size, step, enabled=runtime.is_main)
     if runtime.is_main:
         log.start(batches.first_images(config.samples), resumed=resume is not None)
 
     # -------- the loop
-    total_steps = config.epochs * batches.batches_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
+    total_steps = plan.total_steps
     checkpoint: Path | None = None
     stop = StopSignal()
     stopped = False
