@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,15 @@ from dcgan.export.parity import latents, pixel_mismatch
 from dcgan.export.sources import STATE_DICT_DEFAULTS
 from dcgan.train.train import resolve_config, train
 from tests.export.exports import SMALL, SMALL_FLAGS, examples_state_dict
+from tests.train.cli_fuzz import (
+    Param,
+    Places,
+    copy_places,
+    make_places,
+    option_cases,
+    params_of,
+    run_case,
+)
 from tests.train.test_model import pytorch_examples_netd, pytorch_examples_netg
 from tests.train.test_train import TINY
 
@@ -229,12 +239,6 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], Path], list[str], list[str]]] = [
         [],
         ["expected [100, 512, 4, 4]"],
     ),
-    (
-        "bad image size",
-        lambda tmp: examples_state_dict(tmp / "netG.pth", nz=16, ngf=8),
-        ["--image-size=48"],
-        ["image size must be one of 32, 64, 128"],
-    ),
 ]
 
 
@@ -246,10 +250,39 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], Path], list[str], list[str]]] = [
 def test_bad_input_gets_one_line_and_exit_1(
     tmp_path: Path, make: Callable[[Path], Path], flags: list[str], fragments: list[str]
 ) -> None:
-    out = tmp_path / "export"
+    out = tmp_path / "new" / "deeper" / "export"
     result = invoke(make(tmp_path), *flags, "--out", out)
     assert_one_error_line(result, 1, *fragments)
-    assert not out.exists() and not staging_leftovers(out)
+    assert not (tmp_path / "new").exists()  # nor the parents --out would have needed
+
+
+BAD_OPTIONS = [
+    (["--nz=-1"], "--nz must be at least 1, not -1"),
+    (["--ngf=0"], "--ngf must be at least 1, not 0"),
+    (["--channels=2"], "--channels must be 1 or 3, not 2"),
+    (["--image-size=48"], "--image-size must be 32, 64 or 128, not 48"),
+    (["--image-size=0"], "--image-size must be 32, 64 or 128, not 0"),
+]
+
+
+@pytest.mark.parametrize(("flags", "message"), BAD_OPTIONS, ids=[f[0] for f, _ in BAD_OPTIONS])
+def test_shape_options_no_generator_has_exit_2_before_the_source_is_read(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    out = tmp_path / "new" / "export"
+    result = invoke(tmp_path / "netG.pth", *flags, "--out", out)  # missing: never looked at
+    assert_one_error_line(result, 2, message)
+    assert not (tmp_path / "new").exists()
+
+
+def test_version_and_the_console_script() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"dcgan-export {metadata.version('dcgan-export')}"
+    scripts = metadata.distribution("dcgan-export").entry_points.select(group="console_scripts")
+    assert ("dcgan-export", "dcgan.export.cli:run") in [(s.name, s.value) for s in scripts]
+    module = run_cli("--version")
+    assert module.returncode == 0 and module.stdout.startswith("dcgan-export ")
 
 
 class RunsCode:
@@ -376,3 +409,45 @@ def test_a_failed_parity_check_exits_3_and_installs_nothing(tmp_path: Path) -> N
     )
     assert [path.name for path in out.iterdir()] == ["previous.txt"]
     assert not staging_leftovers(out)
+    # the parents an EXPORT_DIR needed are gone again with its staging directory
+    deep = tmp_path / "new" / "deeper" / "export"
+    assert invoke(source, "--fp16", *SMALL_FLAGS, "--out", deep).exit_code == 3
+    assert not (tmp_path / "new").exists()
+
+
+# ----------------------------------------------------------------------------- every option
+
+EXPORT_PARAMS = params_of(app)
+EXPORT_BASE = {"--out": "export", "--nz": "16", "--ngf": "8"}
+EXPORT_ACCEPTED = {
+    ("--out", "a directory"),  # empty: the export takes its place
+    ("--out", "missing"),
+    ("--out", "relative name"),
+    ("--out", "dash name"),
+}
+
+
+@pytest.fixture(scope="module")
+def fuzz_places(tmp_path_factory: pytest.TempPathFactory) -> Places:
+    places = make_places(tmp_path_factory.mktemp("fuzz") / "places")
+    examples_state_dict(places.root / "netG.pth", nz=SMALL["nz"], ngf=SMALL["ngf"])
+    return places
+
+
+@pytest.mark.parametrize("param", EXPORT_PARAMS, ids=[param.name for param in EXPORT_PARAMS])
+def test_export_option_fuzz(
+    param: Param, fuzz_places: Places, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every option given every kind of wrong value (an --out that can be made is fine).
+
+    Refused: exit 1 or 2, one line (or click's usage error), nothing written; accepted: only
+    under --out. --onnx alone keeps the few accepted cases to one ONNX export each.
+    """
+    cases = option_cases(EXPORT_PARAMS, EXPORT_BASE, ["netG.pth"], prefix=("--onnx",))
+    for index, (owner, case) in enumerate(cases):
+        if owner != param:
+            continue
+        places = copy_places(fuzz_places, tmp_path / f"case-{index}")
+        outcome = run_case(app, places, case, monkeypatch.chdir)
+        expected = (param.flag, case.label.split(" ", 1)[-1]) in EXPORT_ACCEPTED
+        assert outcome.accepted == expected, f"{case.label}: {outcome.result.output[-500:]}"

@@ -1,5 +1,5 @@
 """`python -m dcgan.export`, the same as `dcgan-export`."""
 
-from dcgan.export.cli import app
+from dcgan.export.cli import run
 
-app()
+run()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dcgan.contract.check_results import ParityResult, SkippedCheck
+from dcgan.contract.commands import PARITY_FAILED, entry_point, fail, usage_error, version_option
 from dcgan.export.shape_defaults import STATE_DICT_DEFAULTS
 
 if TYPE_CHECKING:
@@ -28,9 +29,28 @@ def shape_option(text: str, field: str) -> Any:
     )
 
 
-def fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+IMAGE_SIZES = (32, 64, 128)  # dcgan.train.model's, repeated here so that --help loads no torch
+
+
+def path_value(value: str | Path) -> Path:
+    """A path's value; an empty one (an unset shell variable) would mean the cwd."""
+    if not str(value).strip():
+        raise typer.BadParameter("the path is empty")
+    return Path(value)
+
+
+def check_shape_options(shape: dict[str, int | None]) -> None:
+    """Values no generator can have, refused as bad options before any file is read."""
+    for name, value in shape.items():
+        if value is None:
+            continue
+        option = f"--{name.replace('_', '-')}"
+        if name == "channels" and value not in (1, 3):
+            raise usage_error(f"{option} must be 1 or 3, not {value}")
+        if name == "image_size" and value not in IMAGE_SIZES:
+            raise usage_error(f"{option} must be 32, 64 or 128, not {value}")
+        if value < 1:
+            raise usage_error(f"{option} must be at least 1, not {value}")
 
 
 @app.command()
@@ -38,7 +58,8 @@ def main(
     checkpoint: Annotated[
         Path,
         typer.Argument(
-            help="Our checkpoint, a run directory (its latest), or a generator state_dict (.pth)."
+            help="Our checkpoint, a run directory (its latest), or a generator state_dict (.pth).",
+            parser=path_value,
         ),
     ],
     onnx: Annotated[
@@ -51,7 +72,7 @@ def main(
         bool, typer.Option("--fp16", help="Also write generator_fp16.onnx (float32 in and out).")
     ] = False,
     out: Annotated[
-        Path, typer.Option(help="EXPORT_DIR: created, or replaced with --force.")
+        Path, typer.Option(help="EXPORT_DIR: created, or replaced with --force.", parser=path_value)
     ] = Path("exports/dcgan"),
     force: Annotated[
         bool, typer.Option("--force", help="Replace an EXPORT_DIR that holds other files.")
@@ -60,6 +81,7 @@ def main(
     ngf: Annotated[int | None, shape_option("Generator width.", "ngf")] = None,
     channels: Annotated[int | None, shape_option("1 or 3.", "channels")] = None,
     image_size: Annotated[int | None, shape_option("32, 64 or 128.", "image_size")] = None,
+    version: Annotated[bool, version_option("dcgan-export")] = False,
 ) -> None:
     """Export a DCGAN generator to ONNX and TorchScript, and prove every artifact's parity.
 
@@ -81,16 +103,17 @@ def main(
     try:
         artifact_kinds(formats, fp16)
     except ValueError as error:
-        raise fail(str(error), 2) from None
+        raise usage_error(str(error)) from None
     shape = {"nz": nz, "ngf": ngf, "channels": channels, "image_size": image_size}
+    check_shape_options(shape)
     try:
         manifest = export_generator(checkpoint, out, formats, fp16=fp16, force=force, shape=shape)
     except (SourceError, ExportError) as error:
-        raise fail(str(error), 1) from None
+        raise fail(str(error)) from None
     except ParityError as error:
-        raise fail(f"parity failed, nothing installed: {error}", 3) from None
+        raise fail(f"parity failed, nothing installed: {error}", PARITY_FAILED) from None
     except OSError as error:
-        raise fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), 1) from None
+        raise fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")) from None
     typer.echo(summary(manifest, out))
 
 
@@ -121,3 +144,9 @@ def summary(manifest: Manifest, out: Path) -> str:
             *(f"  not checked: CUDA ({reason})" for reason in skipped),
         ]
     )
+
+
+run = entry_point(app)
+
+if __name__ == "__main__":
+    run()

@@ -78,19 +78,26 @@ def export_generator(
     kinds = artifact_kinds(formats, fp16)
     out_dir = out_dir.resolve()
     check_target(out_dir, source, force)
-    staging = make_staging_dir(out_dir)
+    loaded = load_generator(source, shape)  # a bad source is refused before anything is created
+    new_parents = missing_directories(out_dir.parent)
     try:
-        loaded = load_generator(source, shape)
-        manifest = write_artifacts(loaded, staging, kinds)
-        results = run_parity(loaded.generator, staging, manifest, batch_sizes)
-        failed = failures(results)
-        if failed:
-            raise ParityError(failed)
-        manifest = replace(manifest, parity=results)
-        (staging / MANIFEST).write_text(manifest.to_json())
-        install(staging, out_dir, force)
+        staging = make_staging_dir(out_dir)
+        try:
+            manifest = write_artifacts(loaded, staging, kinds)
+            results = run_parity(loaded.generator, staging, manifest, batch_sizes)
+            failed = failures(results)
+            if failed:
+                raise ParityError(failed)
+            manifest = replace(manifest, parity=results)
+            (staging / MANIFEST).write_text(manifest.to_json())
+            install(staging, out_dir, force)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        for directory in new_parents:  # the parents make_staging_dir created, deepest first
+            with contextlib.suppress(OSError):
+                directory.rmdir()
         raise
     return manifest
 
@@ -251,6 +258,15 @@ def check_target(out_dir: Path, source: Path, force: bool) -> None:
         )
     if resolve_source(source).resolve().is_relative_to(out_dir):
         raise ExportError(f"the checkpoint {source} lies inside {out_dir}: --force would delete it")
+
+
+def missing_directories(directory: Path) -> list[Path]:
+    """`directory` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not directory.exists() and not directory.is_symlink() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
 
 
 def make_staging_dir(out_dir: Path) -> Path:

@@ -30,6 +30,9 @@ ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
 
 
+STEM = "main.0.weight"  # the generator's first ConvTranspose2d: [nz, ngf * 2**(blocks - 1), 4, 4]
+
+
 class SourceError(Exception):
     """A source that is missing, unreadable, not a generator, or not of the stated shape."""
 
@@ -123,11 +126,31 @@ def _from_state_dict(
         )
     except ValueError as error:
         raise SourceError(str(error)) from None
+    _check_stem(file, config, state)
     generator = _build(file, config, state)
     source = Source(
         kind="state_dict", file=str(file.resolve()), sha256=file_sha256(file), step=None
     )
     return LoadedGenerator(generator, config, source)
+
+
+def _check_stem(file: Path, config: ModelConfig, state: dict[str, torch.Tensor]) -> None:
+    """The first layer against --nz and --ngf, before a Generator of that shape is allocated.
+
+    A stated shape far from the file's (--nz 10**12) is refused here, not by the allocator.
+    """
+    width = config.ngf * 2 ** (config.stride2_blocks - 1)
+    expected = (config.nz, width, 4, 4)
+    stem = state.get(STEM)
+    if stem is None:
+        raise SourceError(
+            f"{file} has no {STEM} (expected {_dims(expected)} for {_flags(config)}){_hint(state)}"
+        )
+    if tuple(stem.shape) != expected:
+        raise SourceError(
+            f"{file}: {STEM} has shape {_shape(stem)}, expected {_dims(expected)} "
+            f"for {_flags(config)}{_hint(state)}"
+        )
 
 
 def _build(file: Path, config: ModelConfig, state: dict[str, torch.Tensor]) -> Generator:
@@ -205,7 +228,11 @@ def _options(values: dict[str, int]) -> str:
 
 
 def _shape(tensor: torch.Tensor) -> str:
-    return f"[{', '.join(str(size) for size in tensor.shape)}]"
+    return _dims(tuple(tensor.shape))
+
+
+def _dims(sizes: tuple[int, ...]) -> str:
+    return f"[{', '.join(str(size) for size in sizes)}]"
 
 
 def _describe(value: Any) -> str:
