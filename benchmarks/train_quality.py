@@ -115,7 +115,7 @@ def our_curve(
             "dataset": "folder", "data_root": str(root), "image_size": config.image_size,
             "channels": config.channels, "nz": config.nz, "ngf": config.ngf, "ndf": config.ndf,
             "batch_size": batch_size, "epochs": 10_000, "max_steps": steps, "seed": seed,
-            "save_every": eval_every, "keep": steps // eval_every + 2, "log_every": eval_every,
+            "save_every": eval_every, "keep": 10_000, "log_every": eval_every,
             "out": scratch,
         }  # fmt: skip
         start = time.time()

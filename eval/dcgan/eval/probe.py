@@ -37,7 +37,8 @@ from dcgan.train.data import DataSpec
 from dcgan.train.model import Discriminator, ModelConfig, init_weights
 
 POOL_GRID = 4
-C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+# Standardised features number in the thousands: small C wins, and large C only costs time.
+C_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 NO_DISCRIMINATOR = (
     "the probe needs a discriminator, and {what} holds only a generator: pass a training "
     "checkpoint or run directory of dcgan-train (they hold both networks)"
