@@ -83,3 +83,24 @@ def test_the_served_score_equals_the_exports_for_the_same_latents(
         abs(torch_run["metrics"]["fid"] - export["metrics"]["fid"])
         <= 0.02 * export["metrics"]["fid"]
     )
+
+
+def test_the_mnist_test_split_is_read_from_its_idx_files(
+    trained_run: Path, classifier: ClassifierReport, mnist_png: Path, tmp_path: Path
+) -> None:
+    """The shared folder holds MNIST's t10k IDX files beside png/: --split test reads them."""
+    out = tmp_path / "eval.json"
+    arguments = [
+        str(trained_run), "--dataset", "mnist", "--split", "test", "--data-root", str(mnist_png.parent),
+        "--features", "digits", "--classifier", str(classifier.path), "--num-samples", "200",
+        "--num-real", "500", "--cache-dir", str(tmp_path / "cache"), "--json", str(out), "--no-figure",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["data"]["dataset"] == "mnist" and record["data"]["split"] == "test"
+    assert record["samples"]["real"] == 500
+    assert Path(record["reference_cache"]["file"]).name.startswith("mnist-test-")
+    result = CliRunner().invoke(app, [*arguments[:4], "train", *arguments[5:]])
+    assert result.exit_code == 1, result.output  # the training split is not in the shared folder
+    assert "mnist not found under" in result.output

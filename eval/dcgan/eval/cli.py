@@ -46,6 +46,11 @@ class Dataset(StrEnum):
     folder = "folder"
 
 
+class Split(StrEnum):
+    train = "train"
+    test = "test"
+
+
 class Features(StrEnum):
     inception = "inception"
     digits = "digits"
@@ -95,6 +100,9 @@ def score(
     download: Annotated[
         bool, typer.Option(help="Let torchvision fetch mnist, fashion-mnist or cifar10.")
     ] = False,
+    split: Annotated[
+        Split, typer.Option(help="mnist, fashion-mnist, cifar10: the split to compare against.")
+    ] = Split.train,
     metrics: Annotated[
         str, typer.Option(help="Comma-separated: fid, kid, prc, is.")
     ] = "fid,kid,prc",
@@ -174,7 +182,7 @@ def score(
             if path is not None and path.is_dir():
                 raise OptionError(f"{flag} {path} is a directory; name a file")
         settings = EvalSettings(
-            dataset=dataset.value, data_root=data_root, download=download,
+            dataset=dataset.value, data_root=data_root, download=download, split=split.value,
             metrics=tuple(parse_metrics(metrics)), num_samples=num_samples, num_real=num_real,
             features=features.value, inception_weights=inception_weights, classifier=classifier,
             seed=seed, batch_size=batch_size, cache_dir=cache_dir,

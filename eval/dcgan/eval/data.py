@@ -20,11 +20,10 @@ from torchvision import datasets
 from dcgan.eval.errors import EvalError
 from dcgan.train.data import DataError, DataSpec, open_dataset
 
-EVAL_DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "folder")
 _TORCHVISION = {
-    "mnist": (datasets.MNIST, "MNIST"),
-    "fashion-mnist": (datasets.FashionMNIST, "FashionMNIST"),
-    "cifar10": (datasets.CIFAR10, "cifar-10-batches-py"),
+    "mnist": datasets.MNIST,
+    "fashion-mnist": datasets.FashionMNIST,
+    "cifar10": datasets.CIFAR10,
 }
 
 
@@ -95,8 +94,13 @@ def labeled_images(spec: DataSpec) -> Labeled:
             [str(name) for name in digits.target_names],
         )
     else:
-        cls, _ = _TORCHVISION[spec.dataset]
-        source = cls(str(spec.root), train=True, download=False)
+        try:
+            source = _TORCHVISION[spec.dataset](str(spec.root), train=spec.split == "train")
+        except RuntimeError:
+            raise EvalError(
+                f"the labels of {spec.dataset} are read in torchvision's layout under "
+                f"{spec.root}, and it is not there; or use --dataset folder with class subfolders"
+            ) from None
         labels, classes = torch.as_tensor(source.targets), list(source.classes)
     return Labeled(images, labels.long(), classes)
 
@@ -137,8 +141,7 @@ def fingerprint(spec: DataSpec) -> str:
     if spec.root is None:
         raise EvalError(f"--data-root is required for --dataset {spec.dataset}")
     root = spec.root.expanduser()
-    if spec.dataset != "folder":
-        root = root / _TORCHVISION[spec.dataset][1]
+    # A torchvision data set's files may lie in ROOT/<its folder> or in ROOT itself: all of ROOT.
     files = sorted(path for path in root.rglob("*") if path.is_file()) if root.is_dir() else []
     if spec.dataset == "folder":
         files = [path for path in files if path.suffix.lower() in datasets.folder.IMG_EXTENSIONS]

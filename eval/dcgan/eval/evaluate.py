@@ -30,6 +30,7 @@ class EvalSettings:
     dataset: str = "digits"
     data_root: Path | None = None
     download: bool = False
+    split: str = "train"  # mnist, fashion-mnist, cifar10: train or test
     metrics: tuple[str, ...] = ("fid", "kid", "prc")
     num_samples: int = 10_000  # generated images
     num_real: int | None = None  # real images (None: the whole data set)
@@ -49,6 +50,7 @@ class EvalResult:
     num_generated: int
     num_real: int
     dataset: str
+    split: str
     data_root: str | None
     data_sha256: str
     seed: int
@@ -72,7 +74,12 @@ class EvalResult:
             "features": self.network,
             "metrics": self.metrics,
             "samples": {"generated": self.num_generated, "real": self.num_real},
-            "data": {"dataset": self.dataset, "root": self.data_root, "sha256": self.data_sha256},
+            "data": {
+                "dataset": self.dataset,
+                "split": self.split,
+                "root": self.data_root,
+                "sha256": self.data_sha256,
+            },
             "latent_seed": self.seed,
             "conversion": self.conversion,
             "reference_cache": {"file": self.cache_file, "hit": self.cache_hit},
@@ -108,7 +115,7 @@ def check_settings(settings: EvalSettings) -> None:
 def reference_for(settings: EvalSettings, network: FeatureNetwork, source: SourceInfo) -> Reference:
     spec = DataSpec(
         settings.dataset, settings.data_root, source.image_size, source.channels,
-        download=settings.download, workers=0,
+        download=settings.download, workers=0, split=settings.split,
     )  # fmt: skip
     return load_reference(spec, network, settings.num_real, settings.cache_dir, settings.batch_size)
 
@@ -154,6 +161,7 @@ def evaluate(
         num_generated=len(fake_images),
         num_real=reference.count,
         dataset=settings.dataset,
+        split=settings.split,
         data_root=reference.key.data_root,
         data_sha256=reference.key.data_sha256,
         seed=settings.seed,

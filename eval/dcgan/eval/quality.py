@@ -35,9 +35,10 @@ def reference(
     channels: int,
     num_real: int | None = None,
     cache_dir: Path | None = None,
+    split: str = "train",
 ) -> Reference:
     """The cached real features of a data set, prepared as a generator of this shape sees it."""
-    spec = DataSpec(dataset, data_root, image_size, channels, workers=0)
+    spec = DataSpec(dataset, data_root, image_size, channels, workers=0, split=split)
     return load_reference(spec, network, num_real, cache_dir)
 
 

@@ -46,6 +46,7 @@ class ReferenceKey:
     """Everything the cached features depend on."""
 
     dataset: str
+    split: str  # train | test, for mnist, fashion-mnist and cifar10
     data_root: str | None
     data_sha256: str
     channels: int
@@ -56,7 +57,10 @@ class ReferenceKey:
     def file_name(self) -> str:
         count = "all" if self.count is None else str(self.count)
         size = f"{self.channels}x{self.image_size}x{self.image_size}"
-        return f"{self.dataset}-{self.data_sha256[:16]}-{size}-n{count}-{self.network}.npz"
+        name = (
+            self.dataset if self.dataset in ("digits", "folder") else f"{self.dataset}-{self.split}"
+        )
+        return f"{name}-{self.data_sha256[:16]}-{size}-n{count}-{self.network}.npz"
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ def load_reference(
     start = time.perf_counter()
     key = ReferenceKey(
         dataset=spec.dataset,
+        split=spec.split,
         data_root=str(spec.root.expanduser().resolve()) if spec.root else None,
         data_sha256=fingerprint(spec),
         channels=spec.channels,
