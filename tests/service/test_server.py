@@ -411,6 +411,7 @@ def test_reflection_lists_the_services(server: ServerThread) -> None:
         "Generate",
         "GenerateStream",
         "Interpolate",
+        "InterpolateStream",
         "GetModelInfo",
     ]
 

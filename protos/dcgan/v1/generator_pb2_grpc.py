@@ -49,6 +49,11 @@ class GeneratorStub:
                 request_serializer=dcgan_dot_v1_dot_generator__pb2.InterpolateRequest.SerializeToString,
                 response_deserializer=dcgan_dot_v1_dot_generator__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.InterpolateStream = channel.unary_stream(
+                '/dcgan.v1.Generator/InterpolateStream',
+                request_serializer=dcgan_dot_v1_dot_generator__pb2.InterpolateRequest.SerializeToString,
+                response_deserializer=dcgan_dot_v1_dot_generator__pb2.GenerateResponse.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/dcgan.v1.Generator/GetModelInfo',
                 request_serializer=dcgan_dot_v1_dot_generator__pb2.GetModelInfoRequest.SerializeToString,
@@ -80,6 +85,14 @@ class GeneratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InterpolateStream(self, request, context):
+        """The same walk, streamed in chunks as GenerateStream streams images: for walks longer than
+        max_latents_per_request steps, or larger than one message carries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModelInfo(self, request, context):
         """What the server runs: shapes, ranges, model identity, execution provider, batching.
         """
@@ -102,6 +115,11 @@ def add_GeneratorServicer_to_server(servicer, server):
             ),
             'Interpolate': grpc.unary_unary_rpc_method_handler(
                     servicer.Interpolate,
+                    request_deserializer=dcgan_dot_v1_dot_generator__pb2.InterpolateRequest.FromString,
+                    response_serializer=dcgan_dot_v1_dot_generator__pb2.GenerateResponse.SerializeToString,
+            ),
+            'InterpolateStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.InterpolateStream,
                     request_deserializer=dcgan_dot_v1_dot_generator__pb2.InterpolateRequest.FromString,
                     response_serializer=dcgan_dot_v1_dot_generator__pb2.GenerateResponse.SerializeToString,
             ),
@@ -190,6 +208,33 @@ class Generator:
             request,
             target,
             '/dcgan.v1.Generator/Interpolate',
+            dcgan_dot_v1_dot_generator__pb2.InterpolateRequest.SerializeToString,
+            dcgan_dot_v1_dot_generator__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InterpolateStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dcgan.v1.Generator/InterpolateStream',
             dcgan_dot_v1_dot_generator__pb2.InterpolateRequest.SerializeToString,
             dcgan_dot_v1_dot_generator__pb2.GenerateResponse.FromString,
             options,
