@@ -161,6 +161,7 @@ METHODS = {
     "/dcgan.v1.Generator/Interpolate": "unary",
     "/dcgan.v1.Generator/GetModelInfo": "unary",
     "/dcgan.v1.Generator/GenerateStream": "stream",
+    "/dcgan.v1.Generator/InterpolateStream": "stream",
 }
 SEEDS = [
     pb.GenerateRequest(seeded=pb.SeededLatents(count=2, seed=1)).SerializeToString(),

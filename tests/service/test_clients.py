@@ -119,12 +119,13 @@ def test_client_cli_health_exit_codes(server: ServerThread) -> None:
 
 
 def test_client_cli_reports_server_errors_in_one_line(server: ServerThread, tmp_path: Path) -> None:
+    # longer than Interpolate takes, so the client streams it; longer still than the stream takes
     bad_walk = client_cli(
-        server.target, "interpolate", "--start", "1", "--end", "1", "--steps", "999"
+        server.target, "interpolate", "--start", "1", "--end", "1", "--steps", "5000"
     )
     assert bad_walk.returncode == 1
     assert bad_walk.stderr.strip() == (
-        f"error: {server.target}: INVALID_ARGUMENT: steps must be between 2 and 256, not 999"
+        f"error: {server.target}: INVALID_ARGUMENT: steps must be between 2 and 4096, not 5000"
     )
     bad_option = client_cli(
         server.target, "interpolate", "--method", "cubic", "--out", str(tmp_path / "x.png")
@@ -155,3 +156,27 @@ def test_bench_measures_and_writes_json(server: ServerThread, tmp_path: Path) ->
         assert level["requests"] > 0 and level["errors"] == {}
         assert level["images_per_s"] > 0 and level["latency_ms"]["p50"] > 0
         assert level["server_compute_us"] > 0
+
+
+def test_walks_too_long_for_one_answer_stream_through_both_clients(server: ServerThread) -> None:
+    with GeneratorClient(server.target) as client:
+        short = client.interpolate(3, 4, steps=200)  # one Interpolate call
+        chunks = list(client.interpolate_stream(3, 4, steps=200))
+        assert len(chunks) > 1 and chunks[0].offset == 0
+        np.testing.assert_array_equal(np.concatenate([chunk.images for chunk in chunks]), short)
+        long = client.interpolate(3, 4, steps=300)  # more steps than Interpolate takes
+        assert long.shape == (300, 64, 64, 3)
+        np.testing.assert_array_equal(long[[0, -1]], short[[0, -1]])
+        values = client.interpolate(3, 4, steps=100, encoding="float32")  # more than 4 MiB
+        assert values.shape == (100, 3, 64, 64) and values.dtype == np.float32
+        pngs = client.interpolate(3, 4, steps=300, encoding="png")
+        assert isinstance(pngs, list) and len(pngs) == 300
+
+    async def walk() -> tuple[Any, int]:
+        async with AsyncGeneratorClient(server.target) as client:
+            streamed = [chunk async for chunk in client.interpolate_stream(3, 4, steps=300)]
+            return await client.interpolate(3, 4, steps=300), len(streamed)
+
+    async_long, chunk_count = asyncio.run(walk())
+    np.testing.assert_array_equal(async_long, long)
+    assert chunk_count > 1

@@ -550,3 +550,54 @@ def test_serve_reports_a_range_with_no_free_port(export_dir: Path, fresh_server:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "expected ports within 0-65535 with A <= B" in bad.stderr
+
+
+# ------------------------------------------------------------------------------ streamed walks
+
+
+def walk_request(steps: int, **fields: Any) -> pb.InterpolateRequest:
+    return pb.InterpolateRequest(
+        start=pb.Endpoint(seed=1), end=pb.Endpoint(seed=2), steps=steps, **fields
+    )
+
+
+def test_a_streamed_walk_is_the_walk_in_chunks(server: ServerThread) -> None:
+    generator = stub(server.target)
+    for method in (pb.INTERPOLATION_METHOD_LINEAR, pb.INTERPOLATION_METHOD_SLERP):
+        whole = pixels_of(generator.Interpolate(walk_request(200, method=method)))
+        chunks = list(generator.InterpolateStream(walk_request(200, method=method)))
+        assert len(chunks) > 1 and [c.offset for c in chunks] == sorted(c.offset for c in chunks)
+        np.testing.assert_array_equal(np.concatenate([pixels_of(c) for c in chunks]), whole)
+    # longer than Interpolate takes: the ends are still the seeds' own images
+    long_walk = np.concatenate(
+        [pixels_of(c) for c in generator.InterpolateStream(walk_request(700))]
+    )
+    assert long_walk.shape == (700, 64, 64, 3)
+    ends = pixels_of(
+        generator.Generate(pb.GenerateRequest(seeded=pb.SeededLatents(count=1, seed=2)))
+    )
+    np.testing.assert_array_equal(long_walk[-1], ends[0])
+
+
+def test_walks_too_large_for_interpolate_are_pointed_at_interpolate_stream(
+    server: ServerThread,
+) -> None:
+    generator = stub(server.target)
+    code, detail = code_of(generator.Interpolate, walk_request(300))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert detail == "steps must be between 2 and 256, not 300: InterpolateStream walks up to 4096"
+    code, detail = code_of(
+        generator.Interpolate, walk_request(100, encoding=pb.ENCODING_FLOAT32_CHW)
+    )
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert detail.endswith("ask for at most 85, or use InterpolateStream")
+    chunks = list(generator.InterpolateStream(walk_request(100, encoding=pb.ENCODING_FLOAT32_CHW)))
+    assert sum(chunk.shape[0] for chunk in chunks) == 100 and chunks[0].dtype == "float32"
+    # the stream has its own limit, max_stream_latents
+    code, detail = code_of(lambda r: list(generator.InterpolateStream(r)), walk_request(5000))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert detail == "steps must be between 2 and 4096, not 5000"
+    code, detail = code_of(
+        lambda r: list(generator.InterpolateStream(r)), walk_request(3, method=7)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown interpolation method 7" in detail

@@ -2,7 +2,7 @@
 
     with GeneratorClient("localhost:50051") as client:
         images = client.generate(n=16, seed=1)            # uint8 [16, 64, 64, C]
-        walk = client.interpolate(1, 2, steps=10, method="slerp")
+        walk = client.interpolate(1, 2, steps=10, method="slerp")  # long walks stream
         client.info()["nz"], client.health()
 
 Targets are gRPC names: `host:port`, or `dns:///serve:50051` to spread calls over every replica
@@ -24,8 +24,10 @@ from dcgan.clients.codec import (
     CHANNEL_OPTIONS,
     Generated,
     decode,
+    fits_one_message,
     info_dict,
     interpolate_request,
+    joined,
     latents_request,
     to_pil,
 )
@@ -136,11 +138,31 @@ class GeneratorClient(_Connection):
         method: str = "linear",
         encoding: str = "uint8",
     ) -> Any:
-        """A walk from `start` to `end` (seeds or latents), both ends included."""
+        """A walk from `start` to `end` (seeds or latents), both ends included.
+
+        A walk too long for one answer (by the server's GetModelInfo) comes by InterpolateStream.
+        """
         request = interpolate_request(start, end, steps, method, encoding)
+        if not fits_one_message(self.info(), steps, encoding):
+            return joined(list(self.interpolate_stream(start, end, steps, method, encoding)))
         return decode(
             self._stub.Interpolate(request, timeout=self.timeout, metadata=self._metadata)
         ).images
+
+    def interpolate_stream(
+        self,
+        start: int | npt.ArrayLike,
+        end: int | npt.ArrayLike,
+        steps: int = 10,
+        method: str = "linear",
+        encoding: str = "uint8",
+    ) -> Iterator[Generated]:
+        """The walk as chunks, for walks longer than one message carries."""
+        request = interpolate_request(start, end, steps, method, encoding)
+        for response in self._stub.InterpolateStream(
+            request, timeout=self.timeout, metadata=self._metadata
+        ):
+            yield decode(response)
 
     def info(self) -> dict[str, Any]:
         return info_dict(
@@ -231,9 +253,26 @@ class AsyncGeneratorClient(_Connection):
         encoding: str = "uint8",
     ) -> Any:
         request = interpolate_request(start, end, steps, method, encoding)
+        if not fits_one_message(await self.info(), steps, encoding):
+            stream = self.interpolate_stream(start, end, steps, method, encoding)
+            return joined([chunk async for chunk in stream])
         return decode(
             await self._stub.Interpolate(request, timeout=self.timeout, metadata=self._metadata)
         ).images
+
+    async def interpolate_stream(
+        self,
+        start: int | npt.ArrayLike,
+        end: int | npt.ArrayLike,
+        steps: int = 10,
+        method: str = "linear",
+        encoding: str = "uint8",
+    ) -> AsyncIterator[Generated]:
+        request = interpolate_request(start, end, steps, method, encoding)
+        async for response in self._stub.InterpolateStream(
+            request, timeout=self.timeout, metadata=self._metadata
+        ):
+            yield decode(response)
 
     async def info(self) -> dict[str, Any]:
         response = await self._stub.GetModelInfo(

@@ -19,6 +19,9 @@ ENCODINGS = {
 }
 METHODS = {"linear": pb.INTERPOLATION_METHOD_LINEAR, "slerp": pb.INTERPOLATION_METHOD_SLERP}
 SERVICE = "dcgan.v1.Generator"
+# How the server sizes an answer (dcgan.service.dataplane): what decides when a call must stream.
+PNG_OVERHEAD = 512  # bytes a PNG may add to its raw pixels
+MESSAGE_OVERHEAD = 4096  # shape, ids and timing around the images
 
 # gRPC's own machinery: round-robin over every address the name resolves to (e.g. all replicas
 # behind dns:///serve:50051), and retries of calls a draining replica refused: UNAVAILABLE, or
@@ -115,6 +118,24 @@ def decode(response: pb.GenerateResponse) -> Generated:
         response.timing.compute_us,
         response.offset,
     )
+
+
+def fits_one_message(info: dict[str, Any], count: int, encoding: str) -> bool:
+    """Whether `count` images in `encoding` come in one answer, by the server's own limits
+    (GetModelInfo); more must stream."""
+    pixels = int(info["channels"]) * int(info["image_size"]) ** 2
+    image = {"uint8": pixels, "float32": 4 * pixels, "png": pixels + PNG_OVERHEAD}[encoding]
+    return count <= int(
+        info["max_latents_per_request"]
+    ) and count * image + MESSAGE_OVERHEAD <= int(info["max_response_bytes"])
+
+
+def joined(chunks: list[Generated]) -> npt.NDArray | list[bytes]:  # type: ignore[type-arg]
+    """The images of a stream's chunks, in order, as one answer would carry them."""
+    ordered = sorted(chunks, key=lambda chunk: chunk.offset)
+    if ordered and isinstance(ordered[0].images, list):
+        return [image for chunk in ordered for image in chunk.images]
+    return np.concatenate([chunk.images for chunk in ordered])
 
 
 def info_dict(info: pb.ModelInfo) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,46 +119,47 @@ class DataPlane:
         pixels = spec.channels * spec.image_size**2
         return {UINT8: pixels, FLOAT32: 4 * pixels, PNG: pixels + PNG_OVERHEAD}[encoding]
 
-    def _check_response_size(self, count: int, encoding: str) -> None:
+    def _check_response_size(self, count: int, encoding: str, stream: str) -> None:
         size = count * self.image_bytes(encoding) + MESSAGE_OVERHEAD
         if size > self.limits.max_response_bytes:
             fits = (self.limits.max_response_bytes - MESSAGE_OVERHEAD) // self.image_bytes(encoding)
             raise ResponseTooLarge(
                 f"{count} {encoding} images would take about {size} bytes, over the response "
                 f"limit of {self.limits.max_response_bytes}: ask for at most {fits}, "
-                "or use GenerateStream"
+                f"or use {stream}"
             )
 
     async def generate(self, latents: Latents, encoding: str, deadline: float | None) -> Images:
         check_encoding(encoding)
         check_latents(latents, self.limits.max_latents_per_request)
-        self._check_response_size(len(latents), encoding)
+        self._check_response_size(len(latents), encoding, "GenerateStream")
         return await self._images(latents, encoding, deadline)
 
-    async def generate_stream(
+    def generate_stream(
         self, latents: Latents, encoding: str, deadline: float | None
-    ) -> AsyncIterator[Images]:
-        """Images in chunks of about STREAM_CHUNK_BYTES; the next computes while one is sent."""
+    ) -> AsyncGenerator[Images, None]:
         check_encoding(encoding)
         check_latents(latents, self.limits.max_stream_latents)
-        per_image = self.image_bytes(encoding)
-        chunk = max(1, min(self.batching.max_batch_size, STREAM_CHUNK_BYTES // per_image))
-        starts = range(0, len(latents), chunk)
-        pending: asyncio.Task[Images] | None = None
-        try:
-            for start in starts:
-                task = asyncio.ensure_future(
-                    self._images(latents[start : start + chunk], encoding, deadline, start)
-                )
-                if pending is not None:
-                    yield await pending
-                pending = task
-            if pending is not None:
-                yield await pending
-                pending = None
-        finally:
-            if pending is not None:
-                pending.cancel()
+        return self._stream(latents, encoding, deadline)
+
+    def _walk(
+        self, start: Latents, end: Latents, steps: int, method: str, encoding: str, limit: int
+    ) -> Latents:
+        """The latents of a walk, after checking it; `limit`: the most steps the call takes."""
+        check_encoding(encoding)
+        if not 2 <= steps <= limit:
+            most = self.limits.max_stream_latents
+            hint = f": InterpolateStream walks up to {most}" if limit < steps <= most else ""
+            raise InvalidInput(f"steps must be between 2 and {limit}, not {steps}{hint}")
+        if method not in METHODS:
+            raise InvalidInput(
+                f"unknown interpolation method {method} (known: {', '.join(METHODS)})"
+            )
+        for name, latent in (("start", start), ("end", end)):
+            if latent.shape != (1, self.spec.nz):
+                raise InvalidInput(f"the {name} latent must hold nz = {self.spec.nz} values")
+            check_latents(latent, 1)
+        return interpolate(start, end, steps, method)
 
     async def interpolate(
         self,
@@ -168,20 +170,53 @@ class DataPlane:
         encoding: str,
         deadline: float | None,
     ) -> Images:
-        check_encoding(encoding)
         limit = self.limits.max_latents_per_request
-        if not 2 <= steps <= limit:
-            raise InvalidInput(f"steps must be between 2 and {limit}, not {steps}")
-        if method not in METHODS:
-            raise InvalidInput(
-                f"unknown interpolation method {method} (known: {', '.join(METHODS)})"
-            )
-        for name, latent in (("start", start), ("end", end)):
-            if latent.shape != (1, self.spec.nz):
-                raise InvalidInput(f"the {name} latent must hold nz = {self.spec.nz} values")
-            check_latents(latent, 1)
-        self._check_response_size(steps, encoding)
-        return await self._images(interpolate(start, end, steps, method), encoding, deadline)
+        latents = self._walk(start, end, steps, method, encoding, limit)
+        self._check_response_size(steps, encoding, "InterpolateStream")
+        return await self._images(latents, encoding, deadline)
+
+    def interpolate_stream(
+        self,
+        start: Latents,
+        end: Latents,
+        steps: int,
+        method: str,
+        encoding: str,
+        deadline: float | None,
+    ) -> AsyncGenerator[Images, None]:
+        """The walk in chunks, as GenerateStream sends images: for walks too long for one answer."""
+        limit = self.limits.max_stream_latents
+        latents = self._walk(start, end, steps, method, encoding, limit)
+        return self._stream(latents, encoding, deadline)
+
+    async def _stream(
+        self, latents: Latents, encoding: str, deadline: float | None
+    ) -> AsyncGenerator[Images, None]:
+        """Images in chunks of about STREAM_CHUNK_BYTES; the next computes while one is sent.
+
+        However the stream ends (finished, failed, or closed by a caller who went away), no chunk
+        is left computing and no chunk's error is left unread.
+        """
+        per_image = self.image_bytes(encoding)
+        chunk = max(1, min(self.batching.max_batch_size, STREAM_CHUNK_BYTES // per_image))
+        computing: deque[asyncio.Task[Images]] = deque()
+        try:
+            for start in range(0, len(latents), chunk):
+                computing.append(
+                    asyncio.ensure_future(
+                        self._images(latents[start : start + chunk], encoding, deadline, start)
+                    )
+                )
+                if len(computing) > 1:
+                    yield await computing.popleft()
+            while computing:
+                yield await computing.popleft()
+        finally:
+            for task in computing:
+                if task.done() and not task.cancelled():
+                    task.exception()  # read, so that asyncio does not report it
+                else:
+                    task.cancel()
 
     async def _images(
         self, latents: Latents, encoding: str, deadline: float | None, offset: int = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import grpc
 
@@ -63,6 +64,12 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
             return self.plane.seeded(endpoint.seed, 1)
         raise InvalidInput(f"the {name} of the walk is missing: set its packed latent or seed")
 
+    def _walk(self, request: pb.InterpolateRequest) -> tuple[Latents, Latents, str, str]:
+        """A walk's ends, method and encoding, in the data plane's terms."""
+        start = self._endpoint(request.start, "start")
+        end = self._endpoint(request.end, "end")
+        return start, end, _domain(_METHODS, request.method), _domain(_ENCODINGS, request.encoding)
+
     def _response(self, images: Images) -> pb.GenerateResponse:
         spec = self.plane.spec
         response = pb.GenerateResponse(
@@ -96,20 +103,30 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
     ) -> AsyncIterator[pb.GenerateResponse]:
         latents = self._latents(request, self.plane.limits.max_stream_latents)
         encoding = _domain(_ENCODINGS, request.encoding)
-        async for images in self.plane.generate_stream(latents, encoding, _deadline(context)):
-            yield self._response(images)
+        chunks = self.plane.generate_stream(latents, encoding, _deadline(context))
+        async with aclosing(chunks):
+            async for images in chunks:
+                yield self._response(images)
 
     async def Interpolate(
         self, request: pb.InterpolateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
-        start = self._endpoint(request.start, "start")
-        end = self._endpoint(request.end, "end")
-        method = _domain(_METHODS, request.method)
-        encoding = _domain(_ENCODINGS, request.encoding)
+        start, end, method, encoding = self._walk(request)
         images = await self.plane.interpolate(
             start, end, request.steps, method, encoding, _deadline(context)
         )
         return self._response(images)
+
+    async def InterpolateStream(
+        self, request: pb.InterpolateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        start, end, method, encoding = self._walk(request)
+        chunks = self.plane.interpolate_stream(
+            start, end, request.steps, method, encoding, _deadline(context)
+        )
+        async with aclosing(chunks):
+            async for images in chunks:
+                yield self._response(images)
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
