@@ -27,7 +27,7 @@ from dcgan.service.options import BatchingOptions
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 
-from ..service.test_server import _free_port
+from ..service.conftest import free_port
 
 NZ = 100
 
@@ -131,7 +131,7 @@ def test_requests_past_their_deadline_are_not_computed(
 
 
 def start_server(export_dir: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "dcgan.service.cli", "--model-dir", str(export_dir), "--host", "127.0.0.1",
         "--port", str(port), "--metrics-port", "0", *flags,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 import threading
 import time
@@ -29,7 +30,7 @@ from dcgan.service.runtime import available_cores
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 
-from .conftest import ServerThread, server_config
+from .conftest import ServerThread, free_port, server_config
 
 NZ = 100
 
@@ -446,7 +447,7 @@ def test_graceful_stop_finishes_accepted_work_and_refuses_the_rest(fresh_server:
 def test_metrics_count_requests_batches_and_drops(fresh_server: Any) -> None:
     running = fresh_server(metrics_port=0)
     assert running.server.metrics_port == 0  # 0 means off
-    running = fresh_server(metrics_port=_free_port())
+    running = fresh_server(metrics_port=free_port())
     generator = stub(running.target)
     for count in (1, 3, 70):
         generator.Generate(packed(random_latents(count)))
@@ -495,14 +496,6 @@ def exposed(text: str) -> Callable[..., float]:
     return value
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_an_answer_too_large_for_one_message_is_refused_before_computing(
     server: ServerThread,
 ) -> None:
@@ -522,7 +515,7 @@ def test_an_answer_too_large_for_one_message_is_refused_before_computing(
 def test_a_port_range_binds_the_first_free_port_and_writes_it(
     fresh_server: Any, tmp_path: Path
 ) -> None:
-    first = _free_port()
+    first = free_port()
     taken = fresh_server(port=first)
     assert taken.server.port == first
     port_file = tmp_path / "port"
@@ -536,7 +529,7 @@ def test_serve_reports_a_range_with_no_free_port(export_dir: Path, fresh_server:
     import subprocess
     import sys
 
-    port = _free_port()
+    port = free_port()
     fresh_server(port=port)
     result = subprocess.run(
         [sys.executable, "-m", "dcgan.service.cli", "--model-dir", str(export_dir), "--host", "127.0.0.1",
@@ -601,3 +594,82 @@ def test_walks_too_large_for_interpolate_are_pointed_at_interpolate_stream(
         lambda r: list(generator.InterpolateStream(r)), walk_request(3, method=7)
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown interpolation method 7" in detail
+
+
+# ------------------------------------------------------------------------------ metrics, callers gone
+
+
+def metrics_page(running: ServerThread) -> str:
+    url = f"http://127.0.0.1:{running.server.metrics_port}/metrics"
+    return urllib.request.urlopen(url, timeout=5).read().decode()
+
+
+def test_metrics_show_the_process_the_model_and_the_calls_in_flight(fresh_server: Any) -> None:
+    running = fresh_server(metrics_port=free_port())
+    generator = stub(running.target)
+    stream = generator.GenerateStream(pb.GenerateRequest(seeded=pb.SeededLatents(count=4096)))
+    next(stream)
+    value = exposed(metrics_page(running))
+    assert value("dcgan_in_flight_calls", method="GenerateStream") == 1
+    assert value("dcgan_in_flight_calls", method="Generate") == 0
+    stream.cancel()
+    info = generator.GetModelInfo(pb.GetModelInfoRequest())
+    text = metrics_page(running)
+    value = exposed(text)
+    assert value(
+        "dcgan_model_info", model_id=info.model_id, sha256=info.model_sha256,
+        provider="CPUExecutionProvider", nz="100", shape="3x64x64",
+    ) == 1  # fmt: skip
+    assert value("process_resident_memory_bytes") > 10 * 2**20
+    assert value("process_cpu_seconds_total") > 0 and value("process_open_fds") > 0
+    assert "python_info{" in text
+    deadline = time.monotonic() + 5
+    while value("dcgan_in_flight_calls", method="GenerateStream") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = exposed(metrics_page(running))
+    assert value("dcgan_in_flight_calls", method="GenerateStream") == 0
+    assert value("dcgan_requests_total", method="GenerateStream", code="CANCELLED") == 1
+
+
+SLOW_READER = """
+import sys, time, grpc
+from dcgan.v1 import generator_pb2 as pb, generator_pb2_grpc as pb_grpc
+channel = grpc.insecure_channel(sys.argv[1], options=[("grpc.max_receive_message_length", 2**28)])
+request = pb.GenerateRequest(seeded=pb.SeededLatents(count=4096), encoding=pb.ENCODING_FLOAT32_CHW)
+for chunk in pb_grpc.GeneratorStub(channel).GenerateStream(request):
+    print(chunk.offset, flush=True)
+    time.sleep(1)  # the server's writes wait for this reader: flow control
+"""
+
+
+def test_a_caller_that_dies_mid_stream_is_one_debug_line_and_counted_cancelled(
+    fresh_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import subprocess
+    import sys
+
+    running = fresh_server()
+    caplog.set_level(logging.DEBUG, logger="dcgan.service.interceptors")
+    for _ in range(2):
+        reader = subprocess.Popen(
+            [sys.executable, "-c", SLOW_READER, running.target], stdout=subprocess.PIPE, text=True
+        )
+        assert reader.stdout is not None
+        reader.stdout.readline()
+        reader.stdout.readline()  # two chunks read: the server is blocked writing more
+        reader.kill()
+        reader.wait()
+    registry = running.server.metrics.registry
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and registry.get_sample_value(
+        "dcgan_in_flight_calls", {"method": "GenerateStream"}
+    ):
+        time.sleep(0.05)
+    counted = registry.get_sample_value(
+        "dcgan_requests_total", {"method": "GenerateStream", "code": "CANCELLED"}
+    )
+    assert counted == 2
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert problems == [], [r.getMessage() for r in problems]
+    quiet = [r.getMessage() for r in caplog.records if r.name == "dcgan.service.interceptors"]
+    assert quiet == ["GenerateStream ended early: CANCELLED"] * 2

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull, Unavailable
+from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull
 from dcgan.service.metrics import ServiceMetrics
 from dcgan.service.options import BatchingOptions
 
@@ -125,9 +125,6 @@ class DynamicBatcher:
         self._free = instances
         self._executor = ThreadPoolExecutor(instances, thread_name_prefix="model")
         self._timer: asyncio.TimerHandle | None = None
-        self._closed = False
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     # ------------------------------------------------------------------------- callers
 
@@ -136,10 +133,9 @@ class DynamicBatcher:
     ) -> BatchResult:
         """Images of `latents` as the output `kinds`.
 
-        Raises QueueFull, Unavailable (draining), DeadlineExceeded or ModelFailure.
+        Raises QueueFull, DeadlineExceeded or ModelFailure. A draining server still batches for
+        the calls it accepted (dcgan.service.calls refuses the new ones).
         """
-        if self._closed:
-            raise Unavailable("the server is draining: send the request to another replica")
         count = len(latents)
         if self._queued + count > self.options.max_queue_size:
             raise QueueFull(
@@ -150,16 +146,9 @@ class DynamicBatcher:
         request = _Request(latents, kinds, deadline, loop.create_future(), time.monotonic(), count)
         self._queue.append(_Slice(request, 0, count))
         self._queued += count
-        self._idle.clear()
         self._metrics.queue_depth.set(self._queued)
         self._schedule()
         return await request.future  # cancelled with the caller's RPC: its latents are dropped
-
-    async def drain(self) -> None:
-        """Refuse new requests, and return once every accepted one has been answered."""
-        self._closed = True
-        self._schedule()
-        await self._idle.wait()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -197,8 +186,6 @@ class DynamicBatcher:
             if parts:
                 self._start(parts, reason, wide)
         self._metrics.queue_depth.set(self._queued)
-        if not self._queue and self._free == self._instances:
-            self._idle.set()
 
     def _take(self, capacity: int) -> list[_Part]:
         """Up to `capacity` latents from the head of the queue, skipping abandoned ones."""

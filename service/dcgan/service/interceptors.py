@@ -1,8 +1,10 @@
 """Server interceptors: the one place where domain errors become gRPC status codes.
 
 Every RPC of the Generator service passes through `StatusMapping`, which also counts requests by
-method and code. An undecodable request message becomes INVALID_ARGUMENT (grpc's own answer would
-be INTERNAL); anything unexpected becomes INTERNAL with no traceback sent to the caller.
+method and code, and holds each call as accepted while it runs (see dcgan.service.calls). An
+undecodable request message becomes INVALID_ARGUMENT (grpc's own answer would be INTERNAL);
+anything unexpected becomes INTERNAL with no traceback sent to the caller. A caller that went
+away is no error: its call is counted CANCELLED, or DEADLINE_EXCEEDED when its deadline passed.
 `BearerToken` refuses every call but health checks that lacks the server's token.
 """
 
@@ -11,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, NoReturn
 
 import grpc
 
+from dcgan.service.calls import AcceptedCall, AcceptedCalls
 from dcgan.service.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -66,9 +69,20 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
+class _CallerGone(Exception):
+    """A message could not be written: the caller cancelled, or its connection closed."""
+
+
 class StatusMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, metrics: ServiceMetrics) -> None:
+    """Maps errors to codes, counts answers, and holds each call as accepted while it runs.
+
+    Stream handlers write their messages themselves, so that a caller who goes away mid-stream
+    ends the call as CANCELLED with one debug line, not with an error from grpc's own writer.
+    """
+
+    def __init__(self, metrics: ServiceMetrics, calls: AcceptedCalls) -> None:
         self._metrics = metrics
+        self._calls = calls
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -98,52 +112,81 @@ class StatusMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._handlers[method] = wrapped
         return wrapped
 
-    async def _fail(
-        self, name: str, error: BaseException, context: grpc.aio.ServicerContext
-    ) -> None:
-        """Count the call under the error's status code and end it (context.abort raises)."""
-        code, detail = status_of(error)
-        self._count(name, code)
-        await context.abort(code, detail)
-
     def _count(self, name: str, code: grpc.StatusCode) -> None:
         self._metrics.requests.labels(name, code.name).inc()
+
+    async def _end(
+        self,
+        name: str,
+        call: AcceptedCall | None,
+        error: BaseException,
+        context: grpc.aio.ServicerContext,
+        sent: int = 0,
+    ) -> NoReturn:
+        """End a call whose handler raised `error`: with its status code (context.abort raises),
+        or, when the caller is gone, quietly as CANCELLED (or DEADLINE_EXCEEDED)."""
+        if isinstance(error, asyncio.CancelledError) and call is not None and call.cut:
+            after = f", after {sent} messages" if sent else ""
+            error = Unavailable(
+                f"the server stopped{after}: its drain grace of {self._calls.grace_s:g} s ran "
+                "out before this call finished"
+            )
+        if not isinstance(error, asyncio.CancelledError | _CallerGone):
+            code, detail = status_of(error)
+            try:
+                await context.abort(code, detail)
+            except grpc.aio.AbortError:
+                self._count(name, code)
+                raise
+            except (Exception, asyncio.CancelledError):
+                pass  # the status could not be sent: the call has ended already
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+        self._count(name, code)
+        _LOGGER.debug("%s ended early: %s", name, code.name)
+        raise asyncio.CancelledError
 
     def _unary(
         self, name: str, behavior: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = None
             try:
-                if isinstance(request, _Undecodable):
-                    raise InvalidInput(f"the request is not a valid message for {name}")
-                response = await behavior(request, context)
-            except asyncio.CancelledError:
-                self._count(name, grpc.StatusCode.CANCELLED)
-                raise
-            except Exception as error:
-                await self._fail(name, error, context)
-            else:
-                self._count(name, grpc.StatusCode.OK)
-                return response
+                with self._calls.accept(name) as call:
+                    if isinstance(request, _Undecodable):
+                        raise InvalidInput(f"the request is not a valid message for {name}")
+                    response = await behavior(request, context)
+            except (Exception, asyncio.CancelledError) as error:
+                await self._end(name, call, error, context)
+            self._count(name, grpc.StatusCode.OK)
+            return response
 
         return handle
 
     def _stream(
-        self, name: str, behavior: Callable[..., AsyncIterator[Any]]
-    ) -> Callable[..., AsyncIterator[Any]]:
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        self, name: str, behavior: Callable[..., AsyncGenerator[Any, None]]
+    ) -> Callable[..., Awaitable[None]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> None:
+            call = None
+            sent = 0
             try:
-                if isinstance(request, _Undecodable):
-                    raise InvalidInput(f"the request is not a valid message for {name}")
-                async for response in behavior(request, context):
-                    yield response
-            except asyncio.CancelledError:
-                self._count(name, grpc.StatusCode.CANCELLED)
-                raise
-            except Exception as error:
-                await self._fail(name, error, context)
-            else:
-                self._count(name, grpc.StatusCode.OK)
+                with self._calls.accept(name) as call:
+                    if isinstance(request, _Undecodable):
+                        raise InvalidInput(f"the request is not a valid message for {name}")
+                    responses = behavior(request, context)
+                    try:
+                        async for response in responses:
+                            try:
+                                await context.write(response)
+                            except Exception:  # grpc's writer: the call has ended already
+                                raise _CallerGone from None
+                            sent += 1
+                    finally:
+                        await responses.aclose()  # cancels the chunks still computing
+            except (Exception, asyncio.CancelledError) as error:
+                await self._end(name, call, error, context, sent)
+            self._count(name, grpc.StatusCode.OK)
 
         return handle
 

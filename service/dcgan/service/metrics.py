@@ -1,8 +1,21 @@
-"""Prometheus metrics of one server, in a registry of its own (several servers fit in a process)."""
+"""Prometheus metrics of one server, in a registry of its own (several servers fit in a process).
+
+The registry also holds prometheus_client's process and platform collectors (CPU time, memory,
+open files, Python version), which its default registry would have held.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -26,10 +39,21 @@ class ServiceMetrics:
     def __init__(self, max_batch_size: int = 64) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
         self.requests = Counter(
             "dcgan_requests",
-            "RPCs answered, by method and status code",
+            "RPCs answered, by method and status code (CANCELLED: the caller went away)",
             ["method", "code"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "dcgan_in_flight_calls", "RPCs accepted and not yet answered, by method", ["method"],
+            registry=registry,
+        )  # fmt: skip
+        self.model = Info(
+            "dcgan_model",
+            "The model served: id, sha256, execution provider, nz and image shape (C x H x W)",
             registry=registry,
         )
         self.images = Counter(

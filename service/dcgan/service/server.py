@@ -2,8 +2,9 @@
 
 Start-up order: check the export (manifest and sha256) before opening the port, so a bad model
 fails at once; then serve health as NOT_SERVING while the sessions load and warm up; then SERVING.
-Stop (SIGTERM/SIGINT): health NOT_SERVING at once, new work refused with UNAVAILABLE, accepted
-work finished, then the server stops, all within the grace period.
+Stop (SIGTERM/SIGINT): health NOT_SERVING at once, new calls refused with UNAVAILABLE, accepted
+calls finished (a stream sends all of its chunks), then the server stops, all within the grace
+period.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -19,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dcgan.service.batcher import DynamicBatcher
+from dcgan.service.calls import AcceptedCalls
 from dcgan.service.dataplane import DataPlane
 from dcgan.service.interceptors import BearerToken, StatusMapping
 from dcgan.service.metrics import ServiceMetrics
@@ -39,6 +42,9 @@ class GeneratorServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = ServiceMetrics(config.batching.max_batch_size)
+        for method in pb.DESCRIPTOR.services_by_name["Generator"].methods:
+            self.metrics.in_flight.labels(method.name)
+        self.calls = AcceptedCalls(self.metrics)
         self.plane = DataPlane(config.limits)
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -82,9 +88,18 @@ class GeneratorServer:
             wide_lane=runtime.has_wide_lane,
         )
         self.plane.attach(runtime, batcher)
+        spec = runtime.spec
+        self.metrics.model.info(
+            {
+                "model_id": spec.model_id,
+                "sha256": spec.sha256,
+                "provider": runtime.provider,
+                "nz": str(spec.nz),
+                "shape": f"{spec.channels}x{spec.image_size}x{spec.image_size}",
+            }
+        )
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.started_serving_s = time.perf_counter() - self._opened
-        spec = runtime.spec
         _LOGGER.info(
             "serving %s on %s:%d (%s) after %.2f s",
             spec.model_id, self.config.host, self.port, runtime.provider, self.started_serving_s,
@@ -131,7 +146,7 @@ class GeneratorServer:
                 ("grpc.max_connection_age_ms", int(self.config.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", int(self.config.grace_s * 1000)),
             ]
-        interceptors: list[grpc.aio.ServerInterceptor] = [StatusMapping(self.metrics)]
+        interceptors: list[grpc.aio.ServerInterceptor] = [StatusMapping(self.metrics, self.calls)]
         if self.config.token:
             interceptors.insert(0, BearerToken(self.config.token, self.metrics))
         server = grpc.aio.server(
@@ -150,24 +165,34 @@ class GeneratorServer:
             await self.health.set(name, status)
 
     async def stop(self) -> None:
-        """Drain: NOT_SERVING, refuse new work, finish accepted work, stop within the grace."""
+        """Drain: NOT_SERVING, refuse new calls, let accepted ones finish, within the grace.
+
+        Calls still running when the grace ends are stopped with UNAVAILABLE, which says so.
+        """
         deadline = time.monotonic() + self.config.grace_s
         await self.health.enter_graceful_shutdown()
-        if self.plane.batcher is not None:
-            try:
-                await asyncio.wait_for(self.plane.batcher.drain(), self.config.grace_s)
-            except TimeoutError:
-                _LOGGER.warning(
-                    "grace period over with %d latents queued", self.plane.batcher.queued
-                )
+        cut = await self.calls.drain(self.config.grace_s)
+        if cut:
+            methods = Counter(call.method for call in cut)
+            _LOGGER.warning(
+                "grace period of %g s over: stopped %s",
+                self.config.grace_s,
+                ", ".join(f"{count} {method}" for method, count in sorted(methods.items())),
+            )
+        await self.close(max(0.0, deadline - time.monotonic()))
+        _LOGGER.info("answered: %s", self.answered())
+
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Stop listening and release the sessions' threads and the metrics port."""
         if self._server is not None:
-            await self._server.stop(max(0.0, deadline - time.monotonic()))
+            await self._server.stop(grace_s)
         if self.plane.batcher is not None:
             self.plane.batcher.shutdown()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()  # type: ignore[attr-defined]
+            self._metrics_http.server_close()  # type: ignore[attr-defined]
+            self._metrics_http = None
         self.stopped = True
-        _LOGGER.info("answered: %s", self.answered())
 
     def answered(self) -> str:
         """Requests answered so far by method and code, e.g. 'Generate OK=120, ...'."""
