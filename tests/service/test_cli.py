@@ -7,7 +7,9 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 import typer
@@ -16,6 +18,8 @@ from typer.testing import CliRunner
 from dcgan.clients import bench
 from dcgan.clients import cli as client_cli
 from dcgan.service import cli as serve_cli
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # help text, environment variable, default as --help shows it
 SERVE_OPTIONS = [
@@ -151,3 +155,18 @@ def test_client_reads_its_connection_from_the_environment(tmp_path: Path) -> Non
     ignored = run("dcgan.clients.cli", "--target", "127.0.0.1:1", "--timeout-s", "1",
                   "generate", "--out", out, DCGAN_GENERATE_N="0")  # fmt: skip
     assert ignored.returncode == 1 and "UNAVAILABLE" in ignored.stderr, ignored.stderr
+
+
+def test_serve_version_and_its_console_script() -> None:
+    expected = f"dcgan-serve {metadata.version('dcgan-serve')}"
+    for module in ("dcgan.service.cli", "dcgan.service"):
+        shown = run(module, "--version", DCGAN_VERSION="1")
+        assert (shown.returncode, shown.stdout.strip(), shown.stderr) == (0, expected, "")
+    scripts = tomllib.loads((ROOT / "service" / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"dcgan-serve": "dcgan.service.cli:run"}  # through entry_point
+    script = Path(sys.executable).parent / "dcgan-serve"
+    assert "from dcgan.service.cli import run" in script.read_text()
+    installed = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert installed.returncode == 0 and installed.stdout.strip() == expected

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from dcgan.contract.commands import entry_point, version_option
 from dcgan.service.options import BatchingOptions, RequestLimits, RuntimeOptions, ServerConfig
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -229,6 +230,7 @@ def main(
         typer.Option(hidden=True, help="The bearer token itself (prefer --token-file)."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    version: Annotated[bool, version_option("dcgan-serve")] = False,
 ) -> None:
     """Serve a DCGAN generator over gRPC, batching latents from concurrent callers.
 
@@ -301,5 +303,7 @@ def main(
         raise typer.Exit(1) from None
 
 
+run = entry_point(app)
+
 if __name__ == "__main__":
-    app()
+    run()
