@@ -660,15 +660,16 @@ def test_a_caller_that_dies_mid_stream_is_one_debug_line_and_counted_cancelled(
         reader.kill()
         reader.wait()
     registry = running.server.metrics.registry
+
+    def cancelled() -> float | None:
+        labels = {"method": "GenerateStream", "code": "CANCELLED"}
+        return registry.get_sample_value("dcgan_requests_total", labels)
+
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and registry.get_sample_value(
-        "dcgan_in_flight_calls", {"method": "GenerateStream"}
-    ):
+    while time.monotonic() < deadline and cancelled() != 2:
         time.sleep(0.05)
-    counted = registry.get_sample_value(
-        "dcgan_requests_total", {"method": "GenerateStream", "code": "CANCELLED"}
-    )
-    assert counted == 2
+    assert cancelled() == 2
+    assert registry.get_sample_value("dcgan_in_flight_calls", {"method": "GenerateStream"}) == 0
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert problems == [], [r.getMessage() for r in problems]
     quiet = [r.getMessage() for r in caplog.records if r.name == "dcgan.service.interceptors"]

@@ -143,8 +143,8 @@ class StatusMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         remaining = context.time_remaining()
         expired = remaining is not None and remaining <= 0
         code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-        self._count(name, code)
         _LOGGER.debug("%s ended early: %s", name, code.name)
+        self._count(name, code)
         raise asyncio.CancelledError
 
     def _unary(
