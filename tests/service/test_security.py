@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +9,6 @@ from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dcgan.clients.client import GeneratorClient, credentials
@@ -22,59 +16,6 @@ from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 
 TOKEN = "s3cret-token"
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
-    ca: bool,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    issuer_name, issuer_key = issuer if issuer else (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(
-    directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
-) -> None:
-    (directory / f"{name}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, and a server (127.0.0.1, localhost) and a client certificate that it signed."""
-    directory = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    _write(directory, "ca", ca_key, _certificate("test-ca", ca_key, None, ca=True))
-    for name in ("server", "client"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        _write(directory, name, key, _certificate(name, key, ("test-ca", ca_key), ca=False))
-    return directory
 
 
 def test_tls_serves_clients_that_trust_the_ca(fresh_server: Any, pki: Path) -> None:
@@ -121,6 +62,10 @@ def test_the_token_guards_everything_but_health(fresh_server: Any) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         list(generator.GenerateStream(request))
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    walk = pb.InterpolateRequest(start=pb.Endpoint(seed=1), end=pb.Endpoint(seed=2), steps=300)
+    with pytest.raises(grpc.RpcError) as raised:
+        list(generator.InterpolateStream(walk))
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
     reflection = channel.stream_stream(
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
     )
@@ -130,6 +75,7 @@ def test_the_token_guards_everything_but_health(fresh_server: Any) -> None:
     with GeneratorClient(running.target, token=TOKEN) as client:
         assert client.generate(n=1, seed=1).shape == (1, 64, 64, 3)
         assert client.info()["nz"] == 100
+        assert client.interpolate(1, 2, steps=300).shape == (300, 64, 64, 3)  # streamed
     counted = running.server.metrics.registry.get_sample_value(
         "dcgan_requests_total", {"method": "Generate", "code": "UNAUTHENTICATED"}
     )
@@ -157,8 +103,8 @@ def test_serve_refuses_bad_security_settings(export_dir: Path, tmp_path: Path, p
 
     missing = serve("--tls-cert", str(tmp_path / "nope.crt"), "--tls-key", str(pki / "server.key"))
     assert missing.returncode == 1 and "No such file or directory" in missing.stderr
-    half = serve("--tls-cert", str(pki / "server.crt"))
-    assert half.returncode == 1 and "needs both --tls-cert and --tls-key" in half.stderr
+    half = serve("--tls-cert", str(pki / "server.crt"))  # a bad combination of options
+    assert half.returncode == 2 and "needs both --tls-cert and --tls-key" in half.stderr
     (tmp_path / "empty").write_text("\n")
     empty = serve("--token-file", str(tmp_path / "empty"))
     assert empty.returncode == 1 and "the bearer token is empty" in empty.stderr

@@ -1,6 +1,8 @@
 """`dcgan-serve`: parse flags (or their DCGAN_* environment variables) and run the server.
 
 Defaults come from the option dataclasses of `dcgan.service.options`, written there alone.
+Exit codes (dcgan.contract.commands): 0 when stopped by SIGTERM or SIGINT; 1 for a model, file,
+host or port that cannot serve; 2 for a bad option.
 """
 
 from __future__ import annotations
@@ -13,8 +15,14 @@ from typing import Annotated
 
 import typer
 
-from dcgan.contract.commands import entry_point, version_option
-from dcgan.service.options import BatchingOptions, RequestLimits, RuntimeOptions, ServerConfig
+from dcgan.contract.commands import entry_point, fail, usage_error, version_option
+from dcgan.service.options import (
+    BatchingOptions,
+    RequestLimits,
+    RuntimeOptions,
+    ServerConfig,
+    available_cores,
+)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -35,6 +43,17 @@ class Device(StrEnum):
 
 
 DEFAULT_DEVICE = Device(RuntimeOptions.device)
+UINT32_MAX = 2**32 - 1  # what GetModelInfo's fields carry
+INT32_MAX = 2**31 - 1  # what grpc's integer settings take
+MAX_GRPC_SECONDS = INT32_MAX // 1000  # seconds grpc takes as milliseconds: about 24.8 days
+# (a maximum also refuses NaN, which a minimum alone lets through)
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 def parse_ports(text: str) -> tuple[int, int]:
@@ -93,6 +112,7 @@ def main(
         int,
         typer.Option(
             min=1,
+            max=UINT32_MAX,
             help="Latents per model run.",
             rich_help_panel=BATCH,
         ),
@@ -109,6 +129,7 @@ def main(
         int,
         typer.Option(
             min=1,
+            max=UINT32_MAX,
             help="Latents waiting at most; more get RESOURCE_EXHAUSTED.",
             rich_help_panel=BATCH,
         ),
@@ -117,6 +138,7 @@ def main(
         int,
         typer.Option(
             min=1,
+            max=UINT32_MAX,
             help="Latents one Generate or Interpolate may ask for.",
             rich_help_panel=LIMITS,
         ),
@@ -125,7 +147,8 @@ def main(
         int,
         typer.Option(
             min=1,
-            help="Latents one GenerateStream may ask for.",
+            max=UINT32_MAX,
+            help="Latents one GenerateStream, or steps one InterpolateStream, may ask for.",
             rich_help_panel=LIMITS,
         ),
     ] = RequestLimits.max_stream_latents,
@@ -141,6 +164,7 @@ def main(
         int,
         typer.Option(
             min=1024,
+            max=INT32_MAX,
             help="Largest request message accepted.",
             rich_help_panel=LIMITS,
         ),
@@ -149,6 +173,7 @@ def main(
         int,
         typer.Option(
             min=0,
+            max=INT32_MAX,
             help="RPCs in progress at most (0: no limit).",
             rich_help_panel=LIMITS,
         ),
@@ -188,6 +213,7 @@ def main(
         float,
         typer.Option(
             min=0,
+            max=MAX_GRPC_SECONDS,
             help="Close connections this old: clients re-resolve and find new replicas (0: never).",
             rich_help_panel=NET,
         ),
@@ -196,6 +222,7 @@ def main(
         float,
         typer.Option(
             min=0,
+            max=MAX_GRPC_SECONDS,
             help="Seconds a SIGTERM drain may take.",
             rich_help_panel=NET,
         ),
@@ -229,32 +256,33 @@ def main(
         str | None,
         typer.Option(hidden=True, help="The bearer token itself (prefer --token-file)."),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_level: Annotated[
+        LogLevel, typer.Option(case_sensitive=False, help="DEBUG, INFO, WARNING or ERROR.")
+    ] = LogLevel.INFO,
     version: Annotated[bool, version_option("dcgan-serve")] = False,
 ) -> None:
     """Serve a DCGAN generator over gRPC, batching latents from concurrent callers.
 
     Example: dcgan-serve --model-dir exports/mnist --port 50051 --metrics-port 9090
     """
-    from dcgan.service.runtime import ModelLoadError
-    from dcgan.service.server import serve
-
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        required_token = token_file.read_text().strip() if token_file else token
-    except OSError as error:
-        typer.echo(f"error: cannot read the token file {token_file}: {error.strerror}", err=True)
-        raise typer.Exit(1) from None
-    if required_token == "":
-        typer.echo("error: the bearer token is empty", err=True)
-        raise typer.Exit(1)
     try:
         first_port, port_count = parse_ports(port)
     except ValueError as error:
-        typer.echo(f"error: --port: {error}", err=True)
-        raise typer.Exit(2) from None
+        raise usage_error(f"--port: {error}") from None
+    if not host.strip():
+        raise usage_error("--host is empty: give a name or an address (0.0.0.0: every one)")
+    cores = available_cores()
+    for name, value in (("--instances", instances), ("--intra-op-threads", intra_op_threads)):
+        if value > cores:
+            raise usage_error(
+                f"{name} {value} is more than the {cores} CPU cores this process may run on"
+            )
+    required_token = read_token(token_file) if token_file else token
+    if required_token is not None:
+        check_token(required_token)
     config = ServerConfig(
         model_dir=model_dir,
         host=host,
@@ -288,19 +316,40 @@ def main(
         tls_client_ca=tls_client_ca,
         token=required_token,
     )
+    start_serving(config)
+
+
+def start_serving(config: ServerConfig) -> None:
+    """Serve until stopped; a server that cannot start says why in one line."""
+    from dcgan.service.runtime import ModelLoadError
+    from dcgan.service.server import serve
+    from dcgan.service.startup import OptionConflict, StartupError
+
     try:
         asyncio.run(serve(config))
     except ModelLoadError as error:
-        typer.echo(f"error: cannot serve {model_dir}: {error}", err=True)
-        raise typer.Exit(1) from None
-    except (OSError, ValueError, RuntimeError) as error:  # unreadable TLS files, a port taken
-        detail = str(error)
-        if isinstance(error, OSError):
-            detail = (
-                f"{error.strerror}: {error.filename}" if error.filename else str(error.strerror)
-            )
-        typer.echo(f"error: {detail}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(f"cannot serve {config.model_dir}: {error}") from None
+    except OptionConflict as error:
+        raise usage_error(str(error)) from None
+    except StartupError as error:
+        raise fail(str(error)) from None
+
+
+def read_token(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        raise fail(f"cannot read the token file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise fail(f"the token file {path} is not text") from None
+
+
+def check_token(token: str) -> None:
+    """A token travels in an HTTP/2 header: printable ASCII, no spaces."""
+    if not token:
+        raise fail("the bearer token is empty")
+    if not all("!" <= character <= "~" for character in token):
+        raise fail("the bearer token holds spaces, line breaks or non-ASCII characters")
 
 
 run = entry_point(app)

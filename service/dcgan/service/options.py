@@ -6,8 +6,14 @@ onnxruntime.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, as a container's CPU set limits it)."""
+    return len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)

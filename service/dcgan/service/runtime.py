@@ -1,9 +1,11 @@
 """The model runtime: onnxruntime sessions over the exported serving graph.
 
 Reads everything from the export's manifest.json and checks the graph's sha256 against it before
-loading. The GPU wheel of onnxruntime falls back to the CPU without a word when CUDA cannot start,
-so the provider in use is read back from `session.get_providers()` and logged; `--device cuda`
-fails loudly rather than serving from the CPU.
+loading; once loaded, the graph's own input and output shapes, and the facts dcgan-export wrote
+into it, must agree with the manifest too (a manifest edited by hand need not describe its graph).
+The GPU wheel of onnxruntime falls back to the CPU without a word when CUDA cannot start, so the
+provider in use is read back from `session.get_providers()` and logged; `--device cuda` fails
+loudly, before any port opens, rather than serving from the CPU.
 
 On the CPU the runtime keeps two kinds of session. Under load, `instances` narrow sessions (one
 thread each by default) run batches side by side: a thread the OS preempts then slows only its
@@ -13,8 +15,9 @@ on the wide session, all cores on one batch, for the lowest latency.
 
 from __future__ import annotations
 
+import json
 import logging
-import os
+import math
 import queue
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,7 @@ from dcgan.contract.providers import (
     session_providers,
 )
 from dcgan.service.errors import ModelFailure
-from dcgan.service.options import RuntimeOptions
+from dcgan.service.options import RuntimeOptions, available_cores
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,7 +50,14 @@ VALUES = "values"  # output kind: float32 [n, C, H, W]
 
 
 class ModelLoadError(Exception):
-    """The export cannot be served: a bad manifest, a file that fails its sha256, no CUDA."""
+    """The export cannot be served: a bad manifest, a file that fails its sha256, a graph that
+    disagrees with its manifest, no CUDA."""
+
+
+def _one_line(error: BaseException) -> str:
+    """onnxruntime's messages span lines; the first one names the failure."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -64,8 +74,36 @@ class ModelSpec:
     source_step: int | None
 
 
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0))
+def _positive(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelLoadError(f"malformed manifest: {name} is {value!r}, not a positive integer")
+    return value
+
+
+def _range(value: object) -> tuple[float, float]:
+    numbers = value if isinstance(value, tuple | list) else ()
+    if (
+        len(numbers) != 2
+        or not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers)
+        or not all(math.isfinite(n) for n in numbers)
+        or not numbers[0] < numbers[1]
+    ):
+        raise ModelLoadError(
+            f"malformed manifest: model.output_range is {value!r}, not two numbers, low < high"
+        )
+    return float(numbers[0]), float(numbers[1])
+
+
+def _step(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ModelLoadError(f"malformed manifest: source.step is {value!r}, not a step number")
+    return value
+
+
+def _dims(shape: list[object]) -> str:
+    return "[" + ", ".join(str(dim) for dim in shape) + "]"
 
 
 class ModelRuntime:
@@ -77,21 +115,25 @@ class ModelRuntime:
             path = verified_artifact(export_dir, self.manifest, ONNX_SERVING)
         except ManifestError as error:
             raise ModelLoadError(str(error)) from None
+        except OSError as error:  # a model directory that is a file, a manifest that is a folder
+            raise ModelLoadError(f"cannot read {error.filename}: {error.strerror}") from None
         model, onnx = self.manifest.model, self.manifest.onnx
         record = self.manifest.artifacts[path.name]
         self.spec = ModelSpec(
-            nz=model.nz,
-            channels=model.channels,
-            image_size=model.image_size,
-            output_range=model.output_range,
+            nz=_positive(model.nz, "model.nz"),
+            channels=_positive(model.channels, "model.channels"),
+            image_size=_positive(model.image_size, "model.image_size"),
+            output_range=_range(model.output_range),
             model_id=f"dcgan-{record.sha256[:12]}",
             sha256=record.sha256,
-            opset=onnx.opset,
-            source_step=self.manifest.source.step,
+            opset=_positive(onnx.opset, "onnx.opset"),
+            source_step=_step(self.manifest.source.step),
         )
+        self._file = path.name
         self._input = onnx.input
         self._outputs = {PIXELS: onnx.pixels_output, VALUES: onnx.output}
         self.options = options
+        self._providers = self._choose_providers()  # --device cuda without CUDA fails here
         self._model_bytes = path.read_bytes()
         self._sessions: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         self._wide: ort.InferenceSession | None = None  # all cores on one batch, at low load
@@ -127,7 +169,7 @@ class ModelRuntime:
         return self._wide is not None
 
     def _session(self, threads: int) -> ort.InferenceSession:
-        providers = self._providers()
+        providers = self._providers
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = threads
         session_options.inter_op_num_threads = 1
@@ -137,7 +179,9 @@ class ModelRuntime:
         try:
             session = ort.InferenceSession(self._model_bytes, session_options, providers=providers)
         except Exception as error:  # onnxruntime raises its own untyped errors
-            raise ModelLoadError(f"onnxruntime cannot load the model: {error}") from None
+            raise ModelLoadError(
+                f"onnxruntime cannot load {self._file}: {_one_line(error)}"
+            ) from None
         in_use = session.get_providers()[0]
         if len(providers) > 1 and in_use != CUDA and self.options.device == "auto":
             _LOGGER.warning(
@@ -148,10 +192,54 @@ class ModelRuntime:
                 "--device cuda was asked for, but onnxruntime could not start CUDA "
                 f"(session runs on {in_use}); check the driver and the onnxruntime-gpu install"
             )
+        self._check_graph(session)
         self._warm_up(session)
         return session
 
-    def _providers(self) -> Providers:
+    def _check_graph(self, session: ort.InferenceSession) -> None:
+        """Refuse a graph that is not the model its manifest describes: its own input and output
+        shapes, and the facts dcgan-export wrote into it (`onnx_metadata`), must agree."""
+        spec, size = self.spec, self.spec.image_size
+        inputs = {node.name: node for node in session.get_inputs()}
+        outputs = {node.name: node for node in session.get_outputs()}
+        expected = {
+            self._input: (inputs, "tensor(float)", ["batch", spec.nz]),
+            self._outputs[VALUES]: (outputs, "tensor(float)", ["batch", spec.channels, size, size]),
+            self._outputs[PIXELS]: (outputs, "tensor(uint8)", ["batch", size, size, spec.channels]),
+        }
+        problems = []
+        for name, (nodes, dtype, shape) in expected.items():
+            role = "input" if nodes is inputs else "output"
+            if name not in nodes:
+                problems.append(f"it has no {role} {name} (it has {', '.join(nodes) or 'none'})")
+                continue
+            node = nodes[name]
+            dims = [dim if isinstance(dim, int) else "batch" for dim in node.shape]
+            if node.type != dtype or len(dims) != len(shape) or dims[1:] != shape[1:]:
+                problems.append(
+                    f"{role} {name} is {node.type} {_dims(node.shape)} in the graph, "
+                    f"{dtype} {_dims(shape)} by the manifest"
+                )
+        if not problems:  # the shapes agree: the facts export recorded must agree as well
+            recorded = session.get_modelmeta().custom_metadata_map
+            stated = {
+                "nz": str(spec.nz),
+                "channels": str(spec.channels),
+                "image_size": str(spec.image_size),
+                "output_range": json.dumps([float(value) for value in spec.output_range]),
+                "artifact_kind": ONNX_SERVING,
+            }
+            problems = [
+                f"{key} is {recorded[key]} in the graph, {value} in the manifest"
+                for key, value in stated.items()
+                if key in recorded and recorded[key] != value
+            ]
+        if problems:
+            raise ModelLoadError(
+                f"manifest.json disagrees with {self._file}: {'; '.join(problems)}"
+            )
+
+    def _choose_providers(self) -> Providers:
         """CPU alone, or CUDA with the CPU behind it; auto takes CUDA only where it can start."""
         if self.options.device == "cpu":
             return session_providers(CPU)
@@ -165,7 +253,12 @@ class ModelRuntime:
     def _warm_up(self, session: ort.InferenceSession) -> None:
         for batch in self.options.warmup_batch_sizes:
             latents = np.zeros((batch, self.spec.nz), dtype=np.float32)
-            session.run(list(self._outputs.values()), {self._input: latents})
+            try:
+                session.run(list(self._outputs.values()), {self._input: latents})
+            except Exception as error:  # onnxruntime raises its own untyped errors
+                raise ModelLoadError(
+                    f"{self._file} fails its warm-up run of {batch} latents: {_one_line(error)}"
+                ) from None
 
     def run(
         self, latents: npt.NDArray[np.float32], kinds: frozenset[str], wide: bool = False

@@ -1,7 +1,9 @@
 """Build, start and stop the gRPC server.
 
-Start-up order: check the export (manifest and sha256) before opening the port, so a bad model
-fails at once; then serve health as NOT_SERVING while the sessions load and warm up; then SERVING.
+Start-up order: check the export (manifest, sha256, device) and every setting (TLS files, host,
+ports, port file) before opening a port, so that bad input fails at once with its own reason; then
+serve health as NOT_SERVING while the sessions load and warm up, their graph checked against the
+manifest; then SERVING.
 Stop (SIGTERM/SIGINT): health NOT_SERVING at once, new calls refused with UNAVAILABLE, accepted
 calls finished (a stream sends all of its chunks), then the server stops, all within the grace
 period.
@@ -10,6 +12,7 @@ period.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import time
@@ -28,6 +31,16 @@ from dcgan.service.metrics import ServiceMetrics
 from dcgan.service.options import ServerConfig
 from dcgan.service.runtime import ModelRuntime
 from dcgan.service.servicer import GeneratorServicer
+from dcgan.service.startup import (
+    OptionConflict,
+    StartupError,
+    TlsMaterial,
+    bind_error,
+    check_port_file,
+    describe_bind_error,
+    listen_address,
+    tls_material,
+)
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 
@@ -37,7 +50,11 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generator"].full_name
 
 
 class GeneratorServer:
-    """One running server; `start()` returns once it is SERVING."""
+    """One running server; `start()` returns once it is SERVING.
+
+    A start that fails part-way, or is interrupted, leaves nothing behind: `close()` stops
+    whatever had started.
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -61,25 +78,43 @@ class GeneratorServer:
         await self.load_model()
 
     async def open(self) -> None:
-        """Check the export, then listen, answering health with NOT_SERVING."""
+        """Check the export and every setting, then listen, answering health with NOT_SERVING.
+
+        Raises ModelLoadError or StartupError, having opened nothing.
+        """
         self._opened = time.perf_counter()
-        self._runtime = ModelRuntime(self.config.model_dir, self.config.runtime)  # manifest, sha256
+        config = self.config
+        self._runtime = ModelRuntime(config.model_dir, config.runtime)  # manifest, sha256, device
+        tls = tls_material(config.tls_cert, config.tls_key, config.tls_client_ca)
+        if config.port_file is not None:
+            check_port_file(config.port_file)
+        if config.metrics_port:
+            self._check_metrics_ports()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._server = self._build()
-        self.port = self._bind(self._server, self._tls())
-        await self._server.start()
-        if self.config.port_file is not None:
-            write_port_file(self.config.port_file, self.port)
-        if self.config.metrics_port:
-            offset = self.port - self.config.port if self.config.port else 0
-            port = self.config.metrics_port + offset
-            self._metrics_http = self.metrics.serve_http(self.config.host, port)
-            self.metrics_port = self._metrics_http.server_port  # type: ignore[attr-defined]
+        try:
+            self._server = self._build()
+            self.port = self._bind(self._server, tls)
+            if config.metrics_port:
+                offset = self.port - config.port if config.port else 0
+                self._metrics_http = self._serve_metrics(config.metrics_port + offset)
+                self.metrics_port = self._metrics_http.server_port  # type: ignore[attr-defined]
+            await self._server.start()
+        except BaseException:
+            await self.close()
+            raise
 
     async def load_model(self) -> None:
         """Create and warm up the sessions off the event loop, then answer SERVING."""
         runtime = self._runtime
-        await asyncio.to_thread(runtime.load)
+        address = listen_address(self.config.host, self.port)
+        _LOGGER.info("listening on %s (NOT_SERVING); loading the model", address)
+        try:
+            await asyncio.to_thread(runtime.load)
+            if self.config.port_file is not None:  # once loaded: a failed start writes none
+                write_port_file(self.config.port_file, self.port)
+        except BaseException:
+            await self.close()
+            raise
         batcher = DynamicBatcher(
             runtime.run,
             self.config.batching,
@@ -101,39 +136,71 @@ class GeneratorServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.started_serving_s = time.perf_counter() - self._opened
         _LOGGER.info(
-            "serving %s on %s:%d (%s) after %.2f s",
-            spec.model_id, self.config.host, self.port, runtime.provider, self.started_serving_s,
+            "serving %s on %s (%s) after %.2f s",
+            spec.model_id, address, runtime.provider, self.started_serving_s,
         )  # fmt: skip
 
-    def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> int:
+    def _bind(self, server: grpc.aio.Server, tls: TlsMaterial | None) -> int:
         """Bind the first free port of the configured range; return it."""
-        first, count = self.config.port, self.config.port_count
+        config = self.config
+        credentials = None
+        if tls is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key, tls.certificate_chain)],
+                root_certificates=tls.client_ca,
+                require_client_auth=tls.client_ca is not None,
+            )
+        first, count = config.port, config.port_count
         for port in range(first, first + count):
-            address = f"{self.config.host}:{port}"
-            try:
-                if credentials is None:
-                    return int(server.add_insecure_port(address))
-                return int(server.add_secure_port(address, credentials))
-            except RuntimeError:  # grpc's answer to a port in use
-                continue
+            error = bind_error(config.host, port, config.reuse_port)
+            if error is None:
+                address = listen_address(config.host, port)
+                try:
+                    if credentials is None:
+                        return int(server.add_insecure_port(address))
+                    return int(server.add_secure_port(address, credentials))
+                except RuntimeError:  # taken between the probe and grpc, or refused by grpc
+                    error = bind_error(config.host, port, config.reuse_port)
+                    if error is None:
+                        raise StartupError(f"grpc cannot listen on {address}") from None
+            if error.errno != errno.EADDRINUSE:
+                raise StartupError(describe_bind_error(error, config.host, port))
         last = first + count - 1
         span = f"ports {first}-{last} are" if count > 1 else f"port {first} is"
-        raise OSError(98, f"{span} in use on {self.config.host}")
+        raise StartupError(f"{span} in use on {config.host}")
 
-    def _tls(self) -> grpc.ServerCredentials | None:
+    def _check_metrics_ports(self) -> None:
+        """The metrics port follows the bound port's offset in its range: each offset's pair of
+        ports must differ, and fit below 65536."""
         config = self.config
-        if config.tls_cert is None and config.tls_key is None:
-            if config.tls_client_ca is not None:
-                raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
-            return None
-        if config.tls_cert is None or config.tls_key is None:
-            raise ValueError("TLS needs both --tls-cert and --tls-key")
-        client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
-        return grpc.ssl_server_credentials(
-            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
-            root_certificates=client_ca,
-            require_client_auth=client_ca is not None,
-        )
+        grpc_ports = range(config.port, config.port + config.port_count)
+        metrics_ports = range(config.metrics_port, config.metrics_port + config.port_count)
+        if config.port and config.port_count == 1 and config.port == config.metrics_port:
+            raise OptionConflict(
+                f"--metrics-port {config.metrics_port} is --port too: give each its own port"
+            )
+        if config.port and set(grpc_ports) & set(metrics_ports):
+            raise OptionConflict(
+                f"the metrics ports {metrics_ports.start}-{metrics_ports.stop - 1} "
+                "(--metrics-port plus the offset of the port bound) overlap the gRPC ports "
+                f"{grpc_ports.start}-{grpc_ports.stop - 1} of --port: give them ranges apart"
+            )
+        last = metrics_ports.stop - 1
+        if last > 65535:
+            raise OptionConflict(
+                f"--metrics-port {config.metrics_port} leaves no room for the {config.port_count} "
+                f"ports of --port {grpc_ports.start}-{grpc_ports.stop - 1}: it would need {last}"
+            )
+
+    def _serve_metrics(self, port: int) -> object:
+        host = self.config.host
+        error = bind_error(host, port, reuse_port=False)
+        if error is None:
+            try:
+                return self.metrics.serve_http(host, port)
+            except OSError as raised:
+                error = raised
+        raise StartupError(describe_bind_error(error, host, port, "--metrics-port"))
 
     def _build(self) -> grpc.aio.Server:
         options = [
@@ -207,8 +274,11 @@ class GeneratorServer:
 
 def write_port_file(path: Path, port: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{port}\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(f"{port}\n")
+        tmp.replace(path)
+    except OSError as error:
+        raise StartupError(f"cannot write --port-file {path}: {error.strerror}") from None
 
 
 async def serve(config: ServerConfig) -> None:
