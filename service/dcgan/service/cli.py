@@ -1,21 +1,25 @@
 """`dcgan-serve`: parse flags (or their DCGAN_* environment variables) and run the server.
 
 Defaults come from the option dataclasses of `dcgan.service.options`, written there alone.
-Exit codes (dcgan.contract.commands): 0 when stopped by SIGTERM or SIGINT; 1 for a model, file,
-host or port that cannot serve; 2 for a bad option.
+Exit codes (dcgan.contract.commands): 0 when stopped by SIGTERM or SIGINT, drained or still
+starting; 1 for a model, file, host or port that cannot serve; 2 for a bad option.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import sys
 from enum import StrEnum
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
 
-from dcgan.contract.commands import entry_point, fail, usage_error, version_option
+from dcgan.contract.commands import DONE, entry_point, fail, usage_error, version_option
 from dcgan.service.options import (
     BatchingOptions,
     RequestLimits,
@@ -316,17 +320,32 @@ def main(
         tls_client_ca=tls_client_ca,
         token=required_token,
     )
-    start_serving(config)
+    signalled: list[int] = []  # signals before the server's own handlers: it stops at once
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        signalled.append(signum)
+
+    previous = {sig: signal.signal(sig, record) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        still_loading = start_serving(config, signalled)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if still_loading:  # onnxruntime is creating sessions on a thread that cannot be stopped
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(DONE)
 
 
-def start_serving(config: ServerConfig) -> None:
-    """Serve until stopped; a server that cannot start says why in one line."""
+def start_serving(config: ServerConfig, signalled: list[int]) -> bool:
+    """Serve until stopped; True when the model was still loading (see server.serve)."""
     from dcgan.service.runtime import ModelLoadError
     from dcgan.service.server import serve
     from dcgan.service.startup import OptionConflict, StartupError
 
     try:
-        asyncio.run(serve(config))
+        return asyncio.run(serve(config, signalled))
     except ModelLoadError as error:
         raise fail(f"cannot serve {config.model_dir}: {error}") from None
     except OptionConflict as error:

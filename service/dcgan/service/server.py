@@ -3,7 +3,7 @@
 Start-up order: check the export (manifest, sha256, device) and every setting (TLS files, host,
 ports, port file) before opening a port, so that bad input fails at once with its own reason; then
 serve health as NOT_SERVING while the sessions load and warm up, their graph checked against the
-manifest; then SERVING.
+manifest; then SERVING. A signal during start-up stops the server at once.
 Stop (SIGTERM/SIGINT): health NOT_SERVING at once, new calls refused with UNAVAILABLE, accepted
 calls finished (a stream sends all of its chunks), then the server stops, all within the grace
 period.
@@ -12,11 +12,14 @@ period.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import signal
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -71,6 +74,7 @@ class GeneratorServer:
         self._metrics_http: object = None
         self._runtime: ModelRuntime
         self._opened = 0.0
+        self.loading: threading.Thread | None = None  # sessions being created, off the loop
         self.stopped = False  # stop() has finished
 
     async def start(self) -> None:
@@ -104,12 +108,17 @@ class GeneratorServer:
             raise
 
     async def load_model(self) -> None:
-        """Create and warm up the sessions off the event loop, then answer SERVING."""
+        """Create and warm up the sessions off the event loop, then answer SERVING.
+
+        The sessions are made on a daemon thread: onnxruntime cannot be interrupted, and a
+        signal must not wait for it (see `serve`).
+        """
         runtime = self._runtime
         address = listen_address(self.config.host, self.port)
         _LOGGER.info("listening on %s (NOT_SERVING); loading the model", address)
         try:
-            await asyncio.to_thread(runtime.load)
+            self.loading, loaded = _on_daemon_thread(runtime.load, "model-load")
+            await loaded
             if self.config.port_file is not None:  # once loaded: a failed start writes none
                 write_port_file(self.config.port_file, self.port)
         except BaseException:
@@ -272,6 +281,39 @@ class GeneratorServer:
         return ", ".join(sorted(counts)) or "none"
 
 
+def _on_daemon_thread(
+    function: Callable[[], None], name: str
+) -> tuple[threading.Thread, asyncio.Future[None]]:
+    """Run `function` on a daemon thread; the future settles as it returns or raises.
+
+    A caller that stops waiting (cancelled) leaves the thread running, and the process may still
+    exit: a daemon thread does not hold it.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():  # the caller stopped waiting
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def work() -> None:
+        error = None
+        try:
+            function()
+        except BaseException as raised:  # handed to the loop, which raises it in the caller
+            error = raised
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    return thread, done
+
+
 def write_port_file(path: Path, port: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -281,15 +323,39 @@ def write_port_file(path: Path, port: int) -> None:
         raise StartupError(f"cannot write --port-file {path}: {error.strerror}") from None
 
 
-async def serve(config: ServerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then drain and stop."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def serve(config: ServerConfig, signalled: list[int] | None = None) -> bool:
+    """Run until SIGTERM or SIGINT, then drain and stop.
+
+    A signal during start-up stops at once: nothing was accepted yet. `signalled` holds the
+    signals that came before this coroutine ran (the caller's own handler records them).
+    Returns True when the model was still loading: its thread is inside onnxruntime, and the
+    process must end without waiting for it (os._exit).
+    """
     server = GeneratorServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    if signalled:
+        _LOGGER.info("stopped before start-up")
+        return False
+    starting = asyncio.ensure_future(server.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await starting
+        await server.close()
+        _LOGGER.info("stopped during start-up, before serving")
+        return server.loading is not None and server.loading.is_alive()
+    stopping.cancel()
+    starting.result()  # a failed start raises here, with everything it opened closed
     await stop.wait()
     _LOGGER.info("stopping: draining for up to %.1f s", config.grace_s)
     await server.stop()
     _LOGGER.info("stopped")
+    return False
