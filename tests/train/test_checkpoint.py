@@ -59,6 +59,43 @@ def test_keeps_the_last_k_and_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path)["step"] == 6
 
 
+def test_best_pt_is_the_checkpoint_marked_best_and_outlives_its_step_file(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "checkpoints"
+    for step in range(1, 7):
+        save_checkpoint(tmp_path, make_state(step), keep=2, best=step in (2, 3))
+    assert sorted(os.listdir(directory)) == [
+        "best.pt", "latest.pt", "step-00000005.pt", "step-00000006.pt",
+    ]  # fmt: skip
+    best = load_checkpoint(directory / "best.pt")  # its step file is pruned: the data remains
+    assert best["step"] == 3
+    assert torch.equal(
+        best["generator"]["main.0.weight"], make_state(3)["generator"]["main.0.weight"]
+    )
+    assert not (directory / "best.pt").is_symlink() and os.stat(directory / "best.pt").st_nlink == 1
+    # replaced by the next best, as a hard link to its step file
+    save_checkpoint(tmp_path, make_state(7), keep=2, best=True)
+    assert os.path.samefile(directory / "best.pt", directory / "step-00000007.pt")
+    assert load_checkpoint(tmp_path)["step"] == 7  # latest.pt, not best.pt, is what resumes
+    assert find_resume_point(tmp_path).file.name == "latest.pt"
+
+
+def test_best_pt_is_a_copy_where_hard_links_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)  # as on a file system without hard links
+    save_checkpoint(tmp_path, make_state(4), keep=1, best=True)
+    best = tmp_path / "checkpoints" / "best.pt"
+    assert best.read_bytes() == (tmp_path / "checkpoints" / "step-00000004.pt").read_bytes()
+    assert not os.path.samefile(best, tmp_path / "checkpoints" / "step-00000004.pt")
+    assert load_checkpoint(best)["step"] == 4
+    assert [path.name for path in (tmp_path / "checkpoints").glob(".*")] == []
+
+
 def test_a_failing_disk_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, make_state(1), keep=3)
     size = (tmp_path / "checkpoints" / "step-00000001.pt").stat().st_size

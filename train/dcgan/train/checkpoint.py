@@ -3,7 +3,9 @@
 A checkpoint is a plain `torch.save` dict (tensors, numbers, strings, lists, dicts), loaded with
 `weights_only=True` so that a file can never run code. A sha256 digest of its contents is stored
 inside it: torch's zip format does not notice flipped bytes in tensor data, this does.
-Files live in RUN_DIR/checkpoints as `step-00001234.pt`, with `latest.pt` a symlink to the newest.
+Files live in RUN_DIR/checkpoints as `step-00001234.pt`, with `latest.pt` a symlink to the newest
+and, in a run that scores itself, `best.pt` a hard link to the checkpoint of the best score (it
+outlives the pruning of its step file).
 A run resumes from `latest.pt`, or, when that is damaged or dangling, from the newest step file
 that verifies.
 """
@@ -11,6 +13,7 @@ that verifies.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -27,6 +30,7 @@ import torch
 FORMAT = "dcgan-serving/checkpoint"
 VERSION = 1
 LATEST = "latest.pt"
+BEST = "best.pt"
 CHECKPOINT_DIR = "checkpoints"
 REQUIRED_KEYS = (
     "model_config",
@@ -109,8 +113,11 @@ def _hash_value(digest: Any, value: Any) -> None:
         digest.update(f"{type(value).__name__}:{value!r};".encode())
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
-    """Write `state` as checkpoints/step-N.pt, point latest.pt at it, keep the newest `keep`."""
+def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int, best: bool = False) -> Path:
+    """Write `state` as checkpoints/step-N.pt, point latest.pt at it, keep the newest `keep`.
+
+    `best`: make best.pt this checkpoint too.
+    """
     directory = run_dir / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{int(state['step']):08d}.pt"
@@ -121,6 +128,8 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
     buffer = io.BytesIO()
     torch.save(sealed, buffer)
     write_atomic(path, lambda handle: handle.write(buffer.getbuffer()))
+    if best:
+        _point_best(directory, path, buffer)
     _point_latest(directory, path.name)
     _prune(directory, keep, protect=path.name)
     return path
@@ -132,6 +141,26 @@ def _point_latest(directory: Path, target: str) -> None:
         tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, directory / LATEST)
+    fsync_dir(directory)
+
+
+# A file system without hard links: best.pt is then a copy.
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
+
+
+def _point_best(directory: Path, checkpoint: Path, contents: io.BytesIO) -> None:
+    """Make best.pt a hard link to `checkpoint`, replaced atomically (a copy where links fail)."""
+    tmp = directory / f".{BEST}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(checkpoint, tmp)
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        write_atomic(directory / BEST, lambda handle: handle.write(contents.getbuffer()))
+        return
+    os.replace(tmp, directory / BEST)
     fsync_dir(directory)
 
 
