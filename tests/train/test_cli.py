@@ -29,6 +29,9 @@ SHOWN = {
     "compile": "no-compile",
     "channels": "(the data set's own)",
     "max_steps": "(none: --epochs decides)",
+    "eval_features": "(digits given --eval-classifier, else inception)",
+    "eval_classifier": "(none)",
+    "inception_weights": "(downloaded)",
 }
 
 

@@ -26,8 +26,10 @@ from tests.train.cli_fuzz import (
     params_of,
     run_case,
 )
+from tests.train.support import digits_classifier
 
 TRAIN_PARAMS = params_of(app)
+CLASSIFIER = "classifier.pt"
 INSPECT_PARAMS = params_of(app, "inspect")
 BASE = {
     "--dataset": "folder",
@@ -45,6 +47,15 @@ BASE = {
     "--log-every": "1",
     "--out": "out",
 }  # 16 images in batches of 8: at most 2 steps, whatever one option is set to
+# The evaluation options are fuzzed with evaluation on, where each of them is used.
+EVAL_BASE = {**BASE, "--eval-every": "1", "--eval-classifier": CLASSIFIER, "--eval-samples": "10"}
+INCEPTION_BASE = {
+    **BASE,
+    "--eval-every": "1",
+    "--eval-features": "inception",
+    "--eval-samples": "10",
+}
+EVAL_PARAMS = {"eval_every", "eval_metric", "eval_features", "eval_classifier", "eval_samples"}
 ACCEPTED = {
     ("--workers", "zero"),
     ("--preload-limit-mb", "zero"),
@@ -62,13 +73,22 @@ ACCEPTED = {
     ("--out", "missing"),
     ("--out", "relative name"),
     ("--out", "dash name"),
+    ("--eval-every", "huge"),  # a score at the end only
 }
+
+
+def base_for(param: Param) -> dict[str, str]:
+    if param.name == "inception_weights":
+        return INCEPTION_BASE
+    return EVAL_BASE if param.name in EVAL_PARAMS else BASE
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Places:
-    """16 noise images in data/, an empty directory, a text file, and a one-step run in run/."""
+    """16 noise images in data/, an empty directory, a text file, a digits classifier, and a
+    one-step run in run/."""
     places = make_places(tmp_path_factory.mktemp("fuzz") / "places")
+    digits_classifier(places.root / CLASSIFIER)
     generator = torch.Generator().manual_seed(0)
     for index in range(16):
         pixels = torch.randint(0, 256, (32, 32), dtype=torch.uint8, generator=generator)
@@ -98,7 +118,9 @@ def test_every_setting_is_an_option_and_fuzzed() -> None:
 def test_train_option_fuzz(
     param: Param, template: Places, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cases = [case for owner, case in option_cases(TRAIN_PARAMS, BASE, []) if owner == param]
+    cases = [
+        case for owner, case in option_cases(TRAIN_PARAMS, base_for(param), []) if owner == param
+    ]
     assert cases
     for index, case in enumerate(cases):
         places = copy_places(template, tmp_path / f"case-{index}")

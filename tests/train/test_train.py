@@ -68,6 +68,13 @@ def test_a_run_leaves_checkpoints_grids_metrics_and_logs(
     assert [row["step"] for row in rows] == [4, 8, 12, 16]
     assert {"loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2", "images_per_s"} <= set(rows[0])
     assert all(0.0 <= row["d_x"] <= 1.0 and row["images_per_s"] > 0 for row in rows)
+    # every step's losses, fetched from the device at log time: the logged steps' are the same
+    losses = [json.loads(line) for line in (run / "losses.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in losses] == list(range(1, 17))
+    by_step = {row["step"]: row for row in losses}
+    for row in rows:
+        assert by_step[row["step"]]["loss_d"] == pytest.approx(row["loss_d"], rel=1e-6)
+        assert by_step[row["step"]]["loss_g"] == pytest.approx(row["loss_g"], rel=1e-6)
     for name in (
         "real.png",
         "loss.png",

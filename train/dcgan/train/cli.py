@@ -17,7 +17,15 @@ from typing import Annotated, Any
 import typer
 
 from dcgan.contract.commands import entry_point, fail, usage_error, version_option
-from dcgan.train.config import Dataset, Device, Precision, Split, TrainConfig
+from dcgan.train.config import (
+    Dataset,
+    Device,
+    EvalFeatures,
+    EvalMetric,
+    Precision,
+    Split,
+    TrainConfig,
+)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -26,6 +34,7 @@ MODEL = "Model"
 OPTIM = "Optimisation"
 SPEED = "Speed"
 OUTPUT = "Output"
+EVALUATION = "Evaluation (needs dcgan-eval: pip install 'dcgan-train\\[eval]')"  # rich markup
 
 
 def path_value(value: str | Path) -> Path:
@@ -186,6 +195,53 @@ def main(
     samples: Annotated[
         int, typer.Option(help="Images in each sample grid.", rich_help_panel=OUTPUT)
     ] = TrainConfig.samples,
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            help="Score the generator every N epochs and at the end; best.pt keeps the best "
+            "(0: off).",
+            rich_help_panel=EVALUATION,
+        ),
+    ] = TrainConfig.eval_every,
+    eval_metric: Annotated[
+        EvalMetric,
+        typer.Option(
+            help="fid and kid: lower is better; the others: higher.", rich_help_panel=EVALUATION
+        ),
+    ] = EvalMetric(TrainConfig.eval_metric),  # noqa: B008 - an enum member, immutable
+    eval_features: Annotated[
+        EvalFeatures | None,
+        typer.Option(
+            help="The features compared.",
+            show_default="digits given --eval-classifier, else inception",
+            rich_help_panel=EVALUATION,
+        ),
+    ] = None,
+    eval_classifier: Annotated[
+        Path | None,
+        typer.Option(
+            help="A digits classifier: `dcgan-eval train-classifier ... --out FILE` makes one.",
+            show_default="none",
+            parser=path_value,
+            rich_help_panel=EVALUATION,
+        ),
+    ] = None,
+    inception_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="torch-fidelity's Inception-v3 .pth, or an Inception TorchScript.",
+            show_default="downloaded",
+            parser=path_value,
+            rich_help_panel=EVALUATION,
+        ),
+    ] = None,
+    eval_samples: Annotated[
+        int,
+        typer.Option(
+            help="Generated images per score, from fixed seeded latents.",
+            rich_help_panel=EVALUATION,
+        ),
+    ] = TrainConfig.eval_samples,
     version: Annotated[bool, version_option("dcgan-train")] = False,
 ) -> None:
     """Train the DCGAN of Radford et al. (2015); resume exactly from any checkpoint.
@@ -211,8 +267,10 @@ def train_from_command_line(given: dict[str, Any]) -> None:
     import torch
 
     from dcgan.train.checkpoint import CheckpointError, find_resume_point
+    from dcgan.train.config import ConfigError
     from dcgan.train.data import DataError
-    from dcgan.train.train import ConfigError, ResourceError, resolve_config, train
+    from dcgan.train.evaluation import EvaluationError
+    from dcgan.train.train import ResourceError, resolve_config, train
 
     resume = given.pop("resume", None)
     try:
@@ -226,7 +284,7 @@ def train_from_command_line(given: dict[str, Any]) -> None:
         result = train(config, point.state if point else None, point.run_dir if point else None)
     except ConfigError as error:
         raise usage_error(str(error)) from None
-    except (DataError, CheckpointError, ResourceError) as error:
+    except (DataError, CheckpointError, ResourceError, EvaluationError) as error:
         raise fail(str(error)) from None
     except (MemoryError, torch.OutOfMemoryError) as error:
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else "no detail"
@@ -252,6 +310,8 @@ def train_from_command_line(given: dict[str, Any]) -> None:
         f"trained to step {result.step} (epoch {result.epoch}); checkpoint {result.checkpoint}; "
         f"samples {result.run_dir / 'samples' / 'final.png'}"
     )
+    if result.score is not None:
+        typer.echo(result.score.describe(result.step, result.best, result.run_dir))
 
 
 @app.command("inspect")

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+class ConfigError(Exception):
+    """Settings that are out of range, contradict each other or the run being resumed."""
+
+
 class Dataset(StrEnum):
     digits = "digits"  # scikit-learn's 8x8 digits, embedded: works offline
     mnist = "mnist"
@@ -35,6 +39,27 @@ class Precision(StrEnum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"  # CUDA only, with a grad scaler
+
+
+class EvalMetric(StrEnum):
+    """The single numbers dcgan.eval.quality.score_generator computes."""
+
+    fid = "fid"  # Frechet distance of the features (lower is better)
+    kid = "kid"  # kernel distance, unbiased at any sample size (lower is better)
+    precision = "precision"  # share of generated images near the real ones (higher is better)
+    recall = "recall"  # share of real images near the generated ones (higher is better)
+    f_score = "f_score"  # of precision and recall (higher is better)
+    inception_score = "inception_score"  # Inception-v3's logits: --eval-features inception
+    classifier_score = "classifier_score"  # the digits classifier's logits: digits only
+
+
+# Distances: a lower value is better. For every other metric, a higher one.
+LOWER_IS_BETTER = frozenset({EvalMetric.fid.value, EvalMetric.kid.value})
+
+
+class EvalFeatures(StrEnum):
+    digits = "digits"  # a digits classifier's features (--eval-classifier): MNIST-like data
+    inception = "inception"  # Inception-v3's pool features: the standard FID
 
 
 @dataclass(frozen=True)
@@ -71,7 +96,26 @@ class TrainConfig:
     keep: int = 3  # step checkpoints kept besides latest
     log_every: int = 10  # metrics every N steps
     samples: int = 64  # images in each sample grid
+    # evaluation: needs dcgan-eval (dcgan-train[eval])
+    eval_every: int = 0  # score the generator every N epochs and at the end (0: never)
+    eval_metric: str = EvalMetric.fid.value  # an EvalMetric value
+    eval_features: str | None = None  # an EvalFeatures value; None: digits given a classifier
+    eval_classifier: str | None = None  # digits features: dcgan-eval train-classifier's file
+    inception_weights: str | None = None  # inception features: a local file (None: download)
+    eval_samples: int = 1000  # generated images per score, from fixed seeded latents
 
+
+def eval_features_of(config: TrainConfig) -> str:
+    """The feature network a run scores in: --eval-features, else digits when given a classifier."""
+    if config.eval_features is not None:
+        return config.eval_features
+    return EvalFeatures.digits.value if config.eval_classifier else EvalFeatures.inception.value
+
+
+# The evaluation settings besides --eval-every, which have no use while it is 0.
+EVAL_FIELDS = (
+    "eval_metric", "eval_features", "eval_classifier", "inception_weights", "eval_samples",
+)  # fmt: skip
 
 # Settings that define the run: a resumed run keeps them. The others may change on resume.
 IDENTITY_FIELDS = (

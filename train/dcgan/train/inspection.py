@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dcgan.train.checkpoint import (
+    BEST,
     CHECKPOINT_DIR,
     LATEST,
     CheckpointError,
@@ -23,7 +24,7 @@ from dcgan.train.checkpoint import (
     resume_candidates,
     state_digest,
 )
-from dcgan.train.runlog import METRICS, metric_rows
+from dcgan.train.runlog import METRICS, metric_rows, score_rows
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class Inspection:
     checksum: Checksum | None = None
     resume_from: Path | None = None  # None: it does not resume
     rejected: tuple[Rejected, ...] = ()  # newer checkpoints a resume passes over
-    metrics: dict[str, Any] | None = None  # the last line of RUN_DIR/metrics.jsonl
+    metrics: dict[str, Any] | None = None  # the last line of losses in RUN_DIR/metrics.jsonl
+    score: dict[str, Any] | None = None  # its last line of a score (--eval-every)
     problem: str | None = None  # why it does not resume
 
     @property
@@ -75,6 +77,8 @@ class Inspection:
             "resumes_by": self.resumes_by,
             "rejected": [{"file": str(bad.file), "reason": bad.reason} for bad in self.rejected],
             "metrics": self.metrics,
+            "score": self.score,
+            "best_score": self.state.get("best_score"),
             "problem": self.problem,
         }
         return json.dumps(body, indent=2, default=str)
@@ -95,6 +99,8 @@ class Inspection:
             )
         if self.metrics is not None:
             lines.append(_row("losses", _losses(self.metrics)))
+        if self.score is not None or state.get("best_score"):
+            lines.append(_row("quality", self._quality()))
         if self.checksum is not None:
             seal = self.checksum.digest
             verdict = "verifies" if self.checksum.verifies else "does not match the contents"
@@ -117,6 +123,17 @@ class Inspection:
             lines += [f"  {key:<18}{value}" for key, value in sorted(state["train_config"].items())]
         return "\n".join(lines)
 
+    def _quality(self) -> str:
+        parts = []
+        if self.score is not None:
+            row = self.score
+            parts.append(f"{row['eval_metric']} {row['eval_value']:.4g} at step {row['step']}")
+        best = self.state.get("best_score")
+        if isinstance(best, dict):
+            where = self.run_dir / CHECKPOINT_DIR / BEST if self.run_dir else BEST
+            parts.append(f"best {best['value']:.4g} at step {best['step']} ({where})")
+        return "; ".join(parts)
+
 
 def inspect_path(path: Path) -> Inspection:
     """Describe `path`: a run directory, its checkpoints directory, or one checkpoint file."""
@@ -133,9 +150,9 @@ def inspect_path(path: Path) -> Inspection:
     if described is not None and described.exists():
         described = described.resolve()  # latest.pt's own step file
     run_dir = _run_dir(path, described)
-    metrics = _last_metrics(run_dir)
+    metrics, score = _last_rows(run_dir)
     if described is None:
-        return Inspection(path, run_dir, None, metrics=metrics, problem=problem)
+        return Inspection(path, run_dir, None, metrics=metrics, score=score, problem=problem)
     checksum: Checksum | None
     if point is not None:
         state, checksum = point.state, Checksum(point.state["integrity"]["digest"], True)
@@ -150,6 +167,7 @@ def inspect_path(path: Path) -> Inspection:
         resume_from=point.file if point is not None else None,
         rejected=point.rejected if point is not None else (),
         metrics=metrics,
+        score=score,
         problem=problem,
     )
 
@@ -168,7 +186,7 @@ def _read_unverified(file: Path) -> tuple[dict[str, Any], Checksum | None]:
 
 
 def _summary(state: dict[str, Any]) -> dict[str, Any]:
-    keys = ("step", "epoch", "batch_in_epoch", "model_config", "train_config")
+    keys = ("step", "epoch", "batch_in_epoch", "model_config", "train_config", "best_score")
     return {key: state[key] for key in keys if key in state}
 
 
@@ -180,14 +198,17 @@ def _run_dir(path: Path, checkpoint: Path | None) -> Path | None:
     return directory.parent if directory.name == CHECKPOINT_DIR else None
 
 
-def _last_metrics(run_dir: Path | None) -> dict[str, Any] | None:
+def _last_rows(run_dir: Path | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The last line of losses in RUN_DIR/metrics.jsonl, and its last line of a score."""
     if run_dir is None or not (run_dir / METRICS).is_file():
-        return None
+        return None, None
     try:
         rows = metric_rows(run_dir / METRICS)
     except (OSError, UnicodeDecodeError):
-        return None
-    return rows[-1] if rows else None
+        return None, None
+    scores = score_rows(rows)
+    losses = [row for row in rows if "loss_d" in row]
+    return (losses[-1] if losses else None), (scores[-1] if scores else None)
 
 
 def _losses(row: dict[str, Any]) -> str:

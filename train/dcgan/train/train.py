@@ -28,16 +28,24 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dcgan.train.checkpoint import CHECKPOINT_DIR, LATEST, save_checkpoint
-from dcgan.train.config import IDENTITY_FIELDS, Dataset, Device, Precision, Split, TrainConfig
+from dcgan.train.config import (
+    EVAL_FIELDS,
+    IDENTITY_FIELDS,
+    ConfigError,
+    Dataset,
+    Device,
+    EvalFeatures,
+    EvalMetric,
+    Precision,
+    Split,
+    TrainConfig,
+)
 from dcgan.train.data import SPLIT_DATASETS, Batches, DataSpec, native_channels, to_model_range
+from dcgan.train.evaluation import BestScore, Score, open_evaluator, validate_evaluation
 from dcgan.train.model import Discriminator, Generator, ModelConfig, init_weights
 from dcgan.train.runlog import RUN_ENTRIES, RunLog
 
 # ----------------------------------------------------------------------------- config
-
-
-class ConfigError(Exception):
-    """Settings that are out of range, contradict each other or the run being resumed."""
 
 
 class ResourceError(Exception):
@@ -110,6 +118,10 @@ def validate(config: TrainConfig) -> None:
         )
     check_choice("device", config.device, Device)
     check_choice("precision", config.precision, Precision)
+    check_choice("eval-metric", config.eval_metric, EvalMetric)
+    if config.eval_features is not None:
+        check_choice("eval-features", config.eval_features, EvalFeatures)
+    validate_evaluation(config)
 
 
 def _option(name: str) -> str:
@@ -136,6 +148,10 @@ def resolve_config(given: dict[str, Any], resumed: dict[str, Any] | None = None)
         if "epochs" in given and "max_steps" not in given:
             given = {**given, "max_steps": None}
     config = replace(base, **given)
+    if config.eval_every == 0:
+        unused = [name for name in EVAL_FIELDS if name in given]
+        if unused:
+            raise ConfigError(f"--{_option(unused[0])} needs --eval-every N: evaluation is off")
     validate(config)
     if config.channels is None:
         root = Path(config.data_root) if config.data_root else None
@@ -378,10 +394,19 @@ def prepare_run_dir(run_dir: Path) -> None:
         raise ResourceError(f"cannot write to {run_dir}: {error.strerror or error}") from None
 
 
-def save(config: TrainConfig, gan: GAN, step: int, epoch: int, batch_in_epoch: int) -> Path:
+def save(
+    config: TrainConfig,
+    gan: GAN,
+    step: int,
+    epoch: int,
+    batch_in_epoch: int,
+    best: BestScore | None,
+    is_best: bool,
+) -> Path:
     """Checkpoint the run at `step`; it resumes at batch `batch_in_epoch` of epoch `epoch`.
 
-    Every checkpoint of a run is built and written here.
+    Every checkpoint of a run is built and written here. `best` is the best score so far;
+    `is_best`: it was scored at `step`, and best.pt becomes this checkpoint.
     """
     state = {
         "model_config": gan.net_g.config.to_dict(),
@@ -391,8 +416,9 @@ def save(config: TrainConfig, gan: GAN, step: int, epoch: int, batch_in_epoch: i
         "epoch": epoch,
         "batch_in_epoch": batch_in_epoch,
         "rng": rng_states(),
+        "best_score": None if best is None else best.to_state(),
     }
-    return save_checkpoint(Path(config.out), state, config.keep)
+    return save_checkpoint(Path(config.out), state, config.keep, best=is_best)
 
 
 # ----------------------------------------------------------------------------- stopping
@@ -439,6 +465,8 @@ class TrainResult:
     epoch: int
     checkpoint: Path | None  # None: a resumed run that had nothing left to do, and wrote nothing
     stopped_by: int | None  # the signal that stopped the run early, if any
+    score: Score | None = None  # the last score of this run's generator (--eval-every)
+    best: BestScore | None = None  # the best score of the run so far
 
 
 @dataclass(frozen=True)
@@ -527,6 +555,13 @@ def _train(
         return TrainResult(run_dir, step, epoch, None, None)
     batches.preload()
 
+    # -------- evaluation: rank 0 scores; its real features are read before anything is written
+    evaluator = None
+    if config.eval_every and runtime.is_main:
+        evaluator = open_evaluator(config, model_config.channels)
+        print(evaluator.describe(), flush=True)
+    best = BestScore.from_state(resume.get("best_score")) if resume is not None else None
+
     # -------- model and optimizers
     gan = build_gan(config, model_config, runtime, memory_format)
     if resume is not None:
@@ -552,6 +587,7 @@ def _train(
     # -------- the loop
     total_steps = plan.total_steps
     checkpoint: Path | None = None
+    score: Score | None = None
     stop = StopSignal()
     stopped = False
     with stop.installed(), log.progress(total_steps, step) as progress:
@@ -585,10 +621,12 @@ def _train(
                 step += 1
                 batch_in_epoch += 1
                 progress.advance()
+                loss_d = (loss_d_real + loss_d_fake).detach()
+                log.step_losses(step, loss_d, loss_g.detach())  # kept on the device until logged
                 if step % config.log_every == 0 or step == total_steps:
                     log.metrics(
                         step, epoch,
-                        loss_d=(loss_d_real + loss_d_fake).item(),
+                        loss_d=loss_d.item(),
                         loss_g=loss_g.item(),
                         d_x=torch.sigmoid(logits_real.float()).mean().item(),
                         d_g_z1=torch.sigmoid(logits_fake.float()).mean().item(),
@@ -600,17 +638,29 @@ def _train(
                 # every save_every steps; the save after the epoch covers its last step
                 periodic = config.save_every and step % config.save_every == 0
                 if periodic and batch_in_epoch < batches.batches_per_epoch and runtime.is_main:
-                    checkpoint = save(config, gan, step, epoch, batch_in_epoch)
+                    log.flush_losses()
+                    checkpoint = save(config, gan, step, epoch, batch_in_epoch, best, False)
 
-            if batch_in_epoch == batches.batches_per_epoch:  # the epoch ran to its end
+            epoch_ended = batch_in_epoch == batches.batches_per_epoch
+            if epoch_ended:
                 epoch, batch_in_epoch = epoch + 1, 0
                 if runtime.is_main:
                     log.epoch_samples(epoch, step, gan.samples(fixed_noise, runtime))
+            # -------- evaluation: every eval_every epochs, and at the end of the run
+            is_best = False
+            if evaluator is not None and (
+                (epoch_ended and epoch % evaluator.every == 0) or step >= total_steps
+            ):
+                score = evaluator.score(gan.net_g, best)
+                if score.best:
+                    best, is_best = BestScore(evaluator.key, step, score.value), True
+                log.score(step, epoch, score)
             # -------- checkpoint: at each epoch end, and where a signal or max_steps stopped
             if runtime.is_main:
-                checkpoint = save(config, gan, step, epoch, batch_in_epoch)
+                log.flush_losses()
+                checkpoint = save(config, gan, step, epoch, batch_in_epoch, best, is_best)
 
     # -------- the end
     if runtime.is_main:
         log.finish(gan.samples(fixed_noise, runtime))
-    return TrainResult(run_dir, step, epoch, checkpoint, stop.received)
+    return TrainResult(run_dir, step, epoch, checkpoint, stop.received, score, best)
