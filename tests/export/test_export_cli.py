@@ -21,6 +21,8 @@ from dcgan.contract.providers import ort
 from dcgan.export.cli import app
 from dcgan.export.parity import latents, pixel_mismatch
 from dcgan.export.sources import STATE_DICT_DEFAULTS
+from dcgan.train.checkpoint import load_checkpoint
+from dcgan.train.runlog import score_rows
 from dcgan.train.train import resolve_config, train
 from tests.export.exports import SMALL, SMALL_FLAGS, examples_state_dict
 from tests.train.cli_fuzz import (
@@ -32,6 +34,7 @@ from tests.train.cli_fuzz import (
     params_of,
     run_case,
 )
+from tests.train.support import digits_classifier, rows, scored_run
 from tests.train.test_model import pytorch_examples_netd, pytorch_examples_netg
 from tests.train.test_train import TINY
 
@@ -158,6 +161,38 @@ def test_a_trained_run_exports_from_its_latest_checkpoint(
     assert result.exit_code == 1 and (
         "corrupted" in result.stderr or "not a readable" in result.stderr
     )
+    assert not (tmp_path / "other").exists() and not staging_leftovers(tmp_path / "other")
+
+
+def test_best_exports_the_checkpoint_of_the_runs_best_score(
+    mnist_subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DCGAN_EVAL_CACHE", str(tmp_path / "cache"))
+    classifier = digits_classifier(tmp_path / "digits.pt")
+    run = tmp_path / "run"
+    scored_run(mnist_subset, run, classifier, epochs=2, keep=1, eval_samples=50)
+    scores = score_rows(rows(run / "metrics.jsonl"))
+    values = [row["eval_value"] for row in scores]
+    lowest = scores[values.index(min(values))]["step"]
+    best = run / "checkpoints" / "best.pt"
+    out = tmp_path / "export"
+
+    result = invoke(run, "--best", "--onnx", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    manifest = read_manifest(out)
+    assert (manifest.source.kind, manifest.source.step) == ("checkpoint", lowest)
+    assert manifest.source.file == str(best.resolve())
+    assert manifest.source.sha256 == file_sha256(best)
+    assert load_checkpoint(best)["step"] == lowest and f"from step {lowest}" in result.stdout
+
+    plain = tmp_path / "plain"
+    train(
+        resolve_config({**TINY, "data_root": str(mnist_subset), "out": str(plain), "max_steps": 1})
+    )
+    no_best = invoke(plain, "--best", "--out", tmp_path / "other")
+    assert_one_error_line(no_best, 1, "has no best checkpoint", "dcgan-train --eval-every N")
+    a_file = invoke(best, "--best", "--out", tmp_path / "other")
+    assert_one_error_line(a_file, 1, "--best takes a run directory", str(best))
     assert not (tmp_path / "other").exists() and not staging_leftovers(tmp_path / "other")
 
 

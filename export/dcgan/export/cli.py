@@ -62,6 +62,14 @@ def main(
             parser=path_value,
         ),
     ],
+    best: Annotated[
+        bool,
+        typer.Option(
+            "--best",
+            help="Export the run directory's best.pt: the checkpoint of its best score "
+            "(dcgan-train --eval-every).",
+        ),
+    ] = False,
     onnx: Annotated[
         bool, typer.Option("--onnx", help="Write generator.onnx and generator_serving.onnx.")
     ] = False,
@@ -94,7 +102,7 @@ def main(
     from dcgan.contract.manifest import ONNX, TORCHSCRIPT
     from dcgan.export.export import ExportError, artifact_kinds, export_generator
     from dcgan.export.parity import ParityError
-    from dcgan.export.sources import SourceError
+    from dcgan.export.sources import SourceError, best_checkpoint
 
     formats = [kind for kind, wanted in ((ONNX, onnx), (TORCHSCRIPT, torchscript)) if wanted] or [
         ONNX,
@@ -107,7 +115,8 @@ def main(
     shape = {"nz": nz, "ngf": ngf, "channels": channels, "image_size": image_size}
     check_shape_options(shape)
     try:
-        manifest = export_generator(checkpoint, out, formats, fp16=fp16, force=force, shape=shape)
+        source = best_checkpoint(checkpoint) if best else checkpoint
+        manifest = export_generator(source, out, formats, fp16=fp16, force=force, shape=shape)
     except (SourceError, ExportError) as error:
         raise fail(str(error)) from None
     except ParityError as error:

@@ -17,6 +17,8 @@ import torch
 from dcgan.contract.manifest import Source, file_sha256
 from dcgan.export.shape_defaults import SHAPE_FIELDS, STATE_DICT_DEFAULTS
 from dcgan.train.checkpoint import (
+    BEST,
+    CHECKPOINT_DIR,
     FORMAT,
     CheckpointError,
     load_checkpoint,
@@ -50,6 +52,19 @@ def resolve_source(path: Path) -> Path:
         return resolve_checkpoint(path)
     except CheckpointError as error:
         raise SourceError(str(error)) from None
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """RUN_DIR/checkpoints/best.pt (or best.pt in a checkpoints directory given itself)."""
+    if not run_dir.is_dir():
+        raise SourceError(f"--best takes a run directory, and {run_dir} is not one")
+    for candidate in (run_dir / CHECKPOINT_DIR / BEST, run_dir / BEST):
+        if candidate.is_file():
+            return candidate
+    raise SourceError(
+        f"{run_dir} has no best checkpoint ({run_dir / CHECKPOINT_DIR / BEST}): a run keeps "
+        "one when trained with dcgan-train --eval-every N"
+    )
 
 
 def load_generator(path: Path, shape: dict[str, int | None] | None = None) -> LoadedGenerator:
