@@ -7,5 +7,5 @@ source scripts/setup.sh
 
 ruff check .
 ruff format --check .
-mypy -p dcgan.contract -p dcgan.train -p dcgan.export -p dcgan.service -p dcgan.clients
+mypy -p dcgan.contract -p dcgan.train -p dcgan.export -p dcgan.service -p dcgan.clients -p dcgan.eval
 python -m pytest "$@"

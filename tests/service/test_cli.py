@@ -67,18 +67,21 @@ CLIENT_OPTIONS = [
 GENERATE_OPTIONS = [
     ("Images to generate.", None, "64"),
     ("Seed of the server's latent generator.", None, "0"),
-    ("A grid PNG, or a directory for one PNG per image.", None, "grid.png"),
-    ("Images per row of the grid.", None, "8"),
-]
+    ("Where to write, by extension: .png .jpg .jpeg .webp .bmp write one grid, .gif an animation, and a path with no suffix (or an existing directory) one PNG per image.", None, "grid.png"),
+    ("Images per row of the grid (at most N).", None, "8"),
+]  # fmt: skip
 INTERPOLATE_OPTIONS = [
     ("Seed of the first latent.", None, "1"),
     ("Seed of the last latent.", None, "2"),
     ("Images in the walk, both ends included.", None, "10"),
     ("Straight line, or great circle.", None, "slerp"),
-    ("A strip PNG, or an animated GIF (.gif).", None, "walk.png"),
-]
+    ("Where to write, by extension: .png .jpg .jpeg .webp .bmp write one grid, .gif an animation, and a path with no suffix (or an existing directory) one PNG per image.", None, "walk.png"),
+]  # fmt: skip
 BENCH_OPTIONS = [
-    ("host:port, or dns:///name:port for all replicas.", "DCGAN_TARGET", "localhost:50051"),
+    ("host:port, or dns:///name:port to spread calls over every replica.", "DCGAN_TARGET",
+     "localhost:50051"),
+    ("Deadline of each call.", "DCGAN_TIMEOUT_S", "30.0"),
+    *CLIENT_OPTIONS[2:],  # the token and TLS files, as dcgan-client's
     ("Callers in a closed loop; repeat for a sweep (none with --rate alone).", None,
      "(1 4 16 64)"),
     ("Requests per second in an open loop; repeat for several.", None, None),
@@ -86,7 +89,6 @@ BENCH_OPTIONS = [
     ("uint8, float32 or png.", None, "uint8"),
     ("Seconds measured per level.", None, "10.0"),
     ("Seconds of load before measuring.", None, "1.0"),
-    ("Each request's deadline.", None, "30.0"),
     ("Connections the callers share.", None, "1"),
     ("Also write the results here.", None, None),
 ]  # fmt: skip
