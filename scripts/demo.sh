@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # The main job on the embedded default data set (scikit-learn's 1,797 handwritten digits):
-# train briefly, export with parity checks, serve, generate a grid through the client, stop.
-# Leaves runs/demo (checkpoints, sample grids, metrics), exports/demo and runs/demo/served-grid.png.
+# train a digits classifier (the yardstick), train briefly with the generator scored every few
+# epochs, export with parity checks, serve, generate a grid through the client, stop, and print
+# the generator's quality. Leaves runs/demo-classifier.pt, runs/demo (checkpoints and best.pt,
+# sample grids, metrics, loss.png, quality.png), exports/demo and runs/demo/served-grid.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
 run=runs/demo
 export_dir=exports/demo
-rm -rf "$run" "$export_dir"  # the demo's own outputs: each demo run starts afresh
+classifier=runs/demo-classifier.pt
+rm -rf "$run" "$export_dir" "$classifier"  # the demo's own outputs: each demo run starts afresh
 
-dcgan-train --out "$run" --image-size 32 --batch-size 64 --epochs 20 --log-every 70
+dcgan-eval train-classifier --dataset digits --epochs 5 --out "$classifier"
+dcgan-train --out "$run" --image-size 32 --batch-size 64 --epochs 20 --log-every 70 \
+    --eval-every 5 --eval-classifier "$classifier"
 dcgan-export "$run" --out "$export_dir"
 
 port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -30,3 +35,4 @@ kill -TERM "$server"
 wait "$server"
 trap - EXIT
 echo "demo done: $run/samples/final.png (training), $run/served-grid.png (served), $export_dir/manifest.json"
+echo "quality: $(dcgan-train inspect "$run" | sed -n 's/^quality *//p')  (FID in the digits classifier's features; lower is better)"
