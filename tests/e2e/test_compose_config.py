@@ -38,6 +38,7 @@ README_KNOBS = {
 # the shell must not reach the servers (docker-compose.yml says why).
 NOT_PASSED = {
     "DCGAN_MODEL_DIR",
+    "DCGAN_MODEL_REPOSITORY",
     "DCGAN_TLS_CERT",
     "DCGAN_TLS_KEY",
     "DCGAN_TLS_CLIENT_CA",

@@ -95,6 +95,7 @@ def server_config(model_dir: Path, **changes: Any) -> ServerConfig:
         batching=BatchingOptions(max_batch_size=64, max_queue_delay_s=0.002),
         limits=RequestLimits(max_latents_per_request=256, max_stream_latents=4096),
         grace_s=5.0,
+        drain_s=0.0,  # the lame-duck period: the drain tests set their own
     )
     return replace(config, **changes)
 

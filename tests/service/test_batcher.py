@@ -19,6 +19,7 @@ from dcgan.service.metrics import ServiceMetrics
 from dcgan.service.options import BatchingOptions
 
 KINDS = frozenset({"values"})
+MODEL, VERSION = "model", 1  # the labels of the batcher's metrics
 
 
 class Model:
@@ -65,7 +66,7 @@ async def batching(
     batcher = DynamicBatcher(
         model,
         BatchingOptions(**options),
-        ServiceMetrics() if metrics is None else metrics,
+        (ServiceMetrics() if metrics is None else metrics).for_version(MODEL, VERSION),
         instances=instances,
         wide_lane=wide_lane,
     )
@@ -89,6 +90,7 @@ def scenario(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None
 
 
 def counter(metrics: ServiceMetrics, name: str, **labels: str) -> float:
+    labels = {"model": MODEL, "version": str(VERSION), **labels}
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
 

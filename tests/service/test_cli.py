@@ -23,7 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # help text, environment variable, default as --help shows it
 SERVE_OPTIONS = [
-    ("An export directory written by dcgan-export.", "DCGAN_MODEL_DIR", None),
+    ("An export directory written by dcgan-export: a repository of one model.",
+     "DCGAN_MODEL_DIR", None),
+    ("A repository DIR/<model>/<version>/ of exports (dcgan-export --repository).",
+     "DCGAN_MODEL_REPOSITORY", None),
+    ("Versions served: latest, latest:N, all or specific:A,B.", "DCGAN_VERSION_POLICY", "latest"),
+    ("none: load at start-up; poll: follow the repository; explicit: LoadModel.",
+     "DCGAN_MODEL_CONTROL", "none"),
+    ("Seconds between two scans of the repository (--model-control poll).", "DCGAN_POLL_S",
+     "5.0"),
     ("auto takes CUDA when it truly works, and logs which.", "DCGAN_DEVICE", "auto"),
     ("Sessions running batches in parallel under load (0: CPU cores up to 4; CUDA 1).",
      "DCGAN_INSTANCES", "0"),
@@ -49,6 +57,8 @@ SERVE_OPTIONS = [
     ("Close connections this old: clients re-resolve and find new replicas (0: never).",
      "DCGAN_MAX_CONNECTION_AGE_S", "0.0"),
     ("Seconds a SIGTERM drain may take.", "DCGAN_GRACE_S", "10.0"),
+    ("Seconds after SIGTERM of answering new calls UNAVAILABLE (within --grace-s).",
+     "DCGAN_DRAIN_S", "2.0"),
     ("PEM certificate chain: serve over TLS.", "DCGAN_TLS_CERT", None),
     ("PEM private key of --tls-cert.", "DCGAN_TLS_KEY", None),
     ("PEM CA: require client certificates (mutual TLS).", "DCGAN_TLS_CLIENT_CA", None),

@@ -459,24 +459,35 @@ def test_metrics_count_requests_batches_and_drops(fresh_server: Any) -> None:
     )
     assert 'dcgan_requests_total{code="OK",method="Generate"} 3.0' in text
     assert 'dcgan_requests_total{code="INVALID_ARGUMENT",method="Generate"} 1.0' in text
-    assert "dcgan_images_generated_total 74.0" in text
+    (name,) = running.server.models.served_models  # the export's folder, version 1
+    version = {"model": name, "version": "1"}
+    assert f'dcgan_images_generated_total{{model="{name}",version="1"}} 74.0' in text
     value = exposed(text)
     # each request arrived at an idle server: 1 and 3 latents flushed as idle, 70 as full
-    flushes = {reason: value("dcgan_batch_flushes_total", reason=reason) for reason in FLUSHES}
+    flushes = {
+        reason: value("dcgan_batch_flushes_total", reason=reason, **version) for reason in FLUSHES
+    }
     assert flushes["idle"] >= 2 and flushes["full"] >= 1
     runs = sum(flushes.values())
-    assert value("dcgan_batch_size_count") == runs and value("dcgan_batch_size_sum") == 74
-    assert value("dcgan_compute_seconds_count") == runs
+    assert value("dcgan_batch_size_count", **version) == runs
+    assert value("dcgan_batch_size_sum", **version) == 74
+    assert value("dcgan_compute_seconds_count", **version) == runs
     assert (
-        value("dcgan_model_runs_total", lane="wide")
-        + value("dcgan_model_runs_total", lane="parallel")
+        value("dcgan_model_runs_total", lane="wide", **version)
+        + value("dcgan_model_runs_total", lane="parallel", **version)
         == runs
     )
-    assert value("dcgan_queue_wait_seconds_count") == 3  # once per request, at its first run
-    assert value("dcgan_queue_depth") == 0  # all answered: nothing left waiting
+    # once per request, at its first run
+    assert value("dcgan_queue_wait_seconds_count", **version) == 3
+    assert value("dcgan_queue_depth", **version) == 0  # all answered: nothing left waiting
     # every latent was computed, none dropped
-    assert value("dcgan_dropped_latents_total", reason="deadline") == 0
-    assert value("dcgan_dropped_latents_total", reason="cancelled") == 0
+    assert value("dcgan_dropped_latents_total", reason="deadline", **version) == 0
+    assert value("dcgan_dropped_latents_total", reason="cancelled", **version) == 0
+    # the four calls were routed to the version (the bad one too), none holds it now
+    assert value("dcgan_model_requests_total", **version) == 4
+    assert value("dcgan_model_calls_in_flight", **version) == 0
+    assert value("dcgan_model_version_state", state="ready", **version) == 1
+    assert value("dcgan_model_version_state", state="failed", **version) == 0
 
 
 FLUSHES = ("full", "idle", "timeout")
@@ -617,8 +628,8 @@ def test_metrics_show_the_process_the_model_and_the_calls_in_flight(fresh_server
     text = metrics_page(running)
     value = exposed(text)
     assert value(
-        "dcgan_model_info", model_id=info.model_id, sha256=info.model_sha256,
-        provider="CPUExecutionProvider", nz="100", shape="3x64x64",
+        "dcgan_model_info", model=info.model_name, version="1", model_id=info.model_id,
+        sha256=info.model_sha256, provider="CPUExecutionProvider", nz="100", shape="3x64x64",
     ) == 1  # fmt: skip
     assert value("process_resident_memory_bytes") > 10 * 2**20
     assert value("process_cpu_seconds_total") > 0 and value("process_open_fds") > 0

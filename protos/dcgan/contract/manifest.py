@@ -3,12 +3,17 @@
 `dcgan-export` writes it beside the artifacts; `dcgan-serve` reads it and never guesses a shape,
 a name or a range. This module imports neither torch nor onnxruntime: the serving image has
 neither torch nor the exporter.
+
+A model repository, DIR/<model>/<version>/, holds one export directory per version: what
+`dcgan-export --repository DIR --name NAME` writes and `dcgan-serve --model-repository DIR` reads.
+Names starting with a dot are staging folders, never models or versions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,19 @@ ARTIFACT_FILES = {
     TORCHSCRIPT: "generator.ts",
     TORCH_EXPORT: "generator.pt2",
 }
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a repository's model folders
+MAX_VERSION = 2**63 - 1  # versions travel as int64
+
+
+def version_number(name: str) -> int | None:
+    """The version a repository folder named `name` holds: a positive integer written without
+    sign or leading zeros (so that no two folders hold the same version); None for any other."""
+    if not name.isascii() or not name.isdigit() or name.startswith("0"):
+        return None
+    version = int(name)
+    return version if version <= MAX_VERSION else None
 
 
 class ManifestError(Exception):
@@ -185,17 +203,32 @@ def read_manifest(export_dir: Path) -> Manifest:
     return Manifest.from_dict(data)
 
 
-def verified_artifact(export_dir: Path, manifest: Manifest, kind: str) -> Path:
-    """The path of the artifact of `kind`, after checking its bytes against the manifest."""
-    name = manifest.file_of(kind)
-    path = export_dir / name
-    if not path.is_file():
-        raise ManifestError(f"{path} is missing")
-    record = manifest.artifacts[name]
-    actual = file_sha256(path)
-    if actual != record.sha256:
+def _check_digest(path: Path, actual: str, expected: str) -> None:
+    if actual != expected:
         raise ManifestError(
             f"{path} does not match its manifest: sha256 {actual[:16]}..., "
-            f"expected {record.sha256[:16]}... (truncated, corrupted or swapped file)"
+            f"expected {expected[:16]}... (truncated, corrupted or swapped file)"
         )
+
+
+def _artifact_path(export_dir: Path, manifest: Manifest, kind: str) -> Path:
+    path = export_dir / manifest.file_of(kind)
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing")
     return path
+
+
+def verified_artifact(export_dir: Path, manifest: Manifest, kind: str) -> Path:
+    """The path of the artifact of `kind`, after checking its bytes against the manifest."""
+    path = _artifact_path(export_dir, manifest, kind)
+    _check_digest(path, file_sha256(path), manifest.artifacts[path.name].sha256)
+    return path
+
+
+def verified_bytes(export_dir: Path, manifest: Manifest, kind: str) -> tuple[Path, bytes]:
+    """The artifact of `kind` and its bytes, read once and checked against the manifest: what is
+    used is what was checked, even if the file changes on disk meanwhile."""
+    path = _artifact_path(export_dir, manifest, kind)
+    data = path.read_bytes()
+    _check_digest(path, hashlib.sha256(data).hexdigest(), manifest.artifacts[path.name].sha256)
+    return path, data

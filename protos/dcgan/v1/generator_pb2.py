@@ -24,35 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64\x63gan/v1/generator.proto\x12\x08\x64\x63gan.v1\",\n\rSeededLatents\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"\x1d\n\x0b\x46loatValues\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xa8\x01\n\x0fGenerateRequest\x12\x10\n\x06packed\x18\x01 \x01(\x0cH\x00\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x15.dcgan.v1.FloatValuesH\x00\x12)\n\x06seeded\x18\x03 \x01(\x0b\x32\x17.dcgan.v1.SeededLatentsH\x00\x12$\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x12.dcgan.v1.EncodingB\t\n\x07latents\".\n\x06Timing\x12\x10\n\x08queue_us\x18\x01 \x01(\x04\x12\x12\n\ncompute_us\x18\x02 \x01(\x04\"\xa5\x01\n\x10GenerateResponse\x12\r\n\x05shape\x18\x01 \x03(\r\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0b\n\x03png\x18\x04 \x03(\x0c\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x06 \x01(\t\x12 \n\x06timing\x18\x07 \x01(\x0b\x32\x10.dcgan.v1.Timing\x12\x0e\n\x06offset\x18\x08 \x01(\r\"6\n\x08\x45ndpoint\x12\x10\n\x06packed\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04seed\x18\x02 \x01(\x04H\x00\x42\x08\n\x06latent\"\xbc\x01\n\x12InterpolateRequest\x12!\n\x05start\x18\x01 \x01(\x0b\x32\x12.dcgan.v1.Endpoint\x12\x1f\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x12.dcgan.v1.Endpoint\x12\r\n\x05steps\x18\x03 \x01(\r\x12-\n\x06method\x18\x04 \x01(\x0e\x32\x1d.dcgan.v1.InterpolationMethod\x12$\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x12.dcgan.v1.Encoding\"\x15\n\x13GetModelInfoRequest\"\x85\x03\n\tModelInfo\x12\n\n\x02nz\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12\x12\n\nimage_size\x18\x03 \x01(\r\x12\x12\n\noutput_min\x18\x04 \x01(\x02\x12\x12\n\noutput_max\x18\x05 \x01(\x02\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\x12\r\n\x05opset\x18\x08 \x01(\r\x12\x1a\n\x12\x65xecution_provider\x18\t \x01(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\x12\x1a\n\x12max_queue_delay_us\x18\x0b \x01(\x04\x12\x16\n\x0emax_queue_size\x18\x0c \x01(\r\x12\x11\n\tinstances\x18\r \x01(\r\x12\x1f\n\x17max_latents_per_request\x18\x0e \x01(\r\x12\x1a\n\x12max_stream_latents\x18\x0f \x01(\r\x12\x13\n\x0bsource_step\x18\x10 \x01(\x03\x12\x1a\n\x12max_response_bytes\x18\x11 \x01(\x04*h\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NCODING_UINT8_HWC\x10\x01\x12\x18\n\x14\x45NCODING_FLOAT32_CHW\x10\x02\x12\x10\n\x0c\x45NCODING_PNG\x10\x03*|\n\x13InterpolationMethod\x12$\n INTERPOLATION_METHOD_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINTERPOLATION_METHOD_LINEAR\x10\x01\x12\x1e\n\x1aINTERPOLATION_METHOD_SLERP\x10\x02\x32\xf7\x02\n\tGenerator\x12\x41\n\x08Generate\x12\x19.dcgan.v1.GenerateRequest\x1a\x1a.dcgan.v1.GenerateResponse\x12I\n\x0eGenerateStream\x12\x19.dcgan.v1.GenerateRequest\x1a\x1a.dcgan.v1.GenerateResponse0\x01\x12G\n\x0bInterpolate\x12\x1c.dcgan.v1.InterpolateRequest\x1a\x1a.dcgan.v1.GenerateResponse\x12O\n\x11InterpolateStream\x12\x1c.dcgan.v1.InterpolateRequest\x1a\x1a.dcgan.v1.GenerateResponse0\x01\x12\x42\n\x0cGetModelInfo\x12\x1d.dcgan.v1.GetModelInfoRequest\x1a\x13.dcgan.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64\x63gan/v1/generator.proto\x12\x08\x64\x63gan.v1\",\n\rSeededLatents\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"\x1d\n\x0b\x46loatValues\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xd3\x01\n\x0fGenerateRequest\x12\x10\n\x06packed\x18\x01 \x01(\x0cH\x00\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x15.dcgan.v1.FloatValuesH\x00\x12)\n\x06seeded\x18\x03 \x01(\x0b\x32\x17.dcgan.v1.SeededLatentsH\x00\x12$\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x12.dcgan.v1.Encoding\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x03\x42\t\n\x07latents\".\n\x06Timing\x12\x10\n\x08queue_us\x18\x01 \x01(\x04\x12\x12\n\ncompute_us\x18\x02 \x01(\x04\"\xd0\x01\n\x10GenerateResponse\x12\r\n\x05shape\x18\x01 \x03(\r\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0b\n\x03png\x18\x04 \x03(\x0c\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x06 \x01(\t\x12 \n\x06timing\x18\x07 \x01(\x0b\x32\x10.dcgan.v1.Timing\x12\x0e\n\x06offset\x18\x08 \x01(\r\x12\x12\n\nmodel_name\x18\t \x01(\t\x12\x15\n\rmodel_version\x18\n \x01(\x03\"6\n\x08\x45ndpoint\x12\x10\n\x06packed\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04seed\x18\x02 \x01(\x04H\x00\x42\x08\n\x06latent\"\xe7\x01\n\x12InterpolateRequest\x12!\n\x05start\x18\x01 \x01(\x0b\x32\x12.dcgan.v1.Endpoint\x12\x1f\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x12.dcgan.v1.Endpoint\x12\r\n\x05steps\x18\x03 \x01(\r\x12-\n\x06method\x18\x04 \x01(\x0e\x32\x1d.dcgan.v1.InterpolationMethod\x12$\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x12.dcgan.v1.Encoding\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\x03\"@\n\x13GetModelInfoRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"\xb0\x03\n\tModelInfo\x12\n\n\x02nz\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12\x12\n\nimage_size\x18\x03 \x01(\r\x12\x12\n\noutput_min\x18\x04 \x01(\x02\x12\x12\n\noutput_max\x18\x05 \x01(\x02\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\x12\r\n\x05opset\x18\x08 \x01(\r\x12\x1a\n\x12\x65xecution_provider\x18\t \x01(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\x12\x1a\n\x12max_queue_delay_us\x18\x0b \x01(\x04\x12\x16\n\x0emax_queue_size\x18\x0c \x01(\r\x12\x11\n\tinstances\x18\r \x01(\r\x12\x1f\n\x17max_latents_per_request\x18\x0e \x01(\r\x12\x1a\n\x12max_stream_latents\x18\x0f \x01(\r\x12\x13\n\x0bsource_step\x18\x10 \x01(\x03\x12\x1a\n\x12max_response_bytes\x18\x11 \x01(\x04\x12\x12\n\nmodel_name\x18\x12 \x01(\t\x12\x15\n\rmodel_version\x18\x13 \x01(\x03\"\x7f\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.dcgan.v1.VersionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x05 \x01(\t\"_\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x08versions\x18\x02 \x03(\x0b\x32\x17.dcgan.v1.VersionStatus\x12\x17\n\x0fserving_version\x18\x03 \x01(\x03\"\'\n\x11ListModelsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"j\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.dcgan.v1.ModelStatus\x12\x15\n\rmodel_control\x18\x02 \x01(\t\x12\x16\n\x0eversion_policy\x18\x03 \x01(\t\"&\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"(\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t*h\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NCODING_UINT8_HWC\x10\x01\x12\x18\n\x14\x45NCODING_FLOAT32_CHW\x10\x02\x12\x10\n\x0c\x45NCODING_PNG\x10\x03*|\n\x13InterpolationMethod\x12$\n INTERPOLATION_METHOD_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINTERPOLATION_METHOD_LINEAR\x10\x01\x12\x1e\n\x1aINTERPOLATION_METHOD_SLERP\x10\x02*\xb4\x01\n\x0cVersionState\x12\x1d\n\x19VERSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15VERSION_STATE_LOADING\x10\x01\x12\x17\n\x13VERSION_STATE_READY\x10\x02\x12\x1b\n\x17VERSION_STATE_UNLOADING\x10\x03\x12\x18\n\x14VERSION_STATE_FAILED\x10\x04\x12\x1a\n\x16VERSION_STATE_UNLOADED\x10\x05\x32\xf7\x02\n\tGenerator\x12\x41\n\x08Generate\x12\x19.dcgan.v1.GenerateRequest\x1a\x1a.dcgan.v1.GenerateResponse\x12I\n\x0eGenerateStream\x12\x19.dcgan.v1.GenerateRequest\x1a\x1a.dcgan.v1.GenerateResponse0\x01\x12G\n\x0bInterpolate\x12\x1c.dcgan.v1.InterpolateRequest\x1a\x1a.dcgan.v1.GenerateResponse\x12O\n\x11InterpolateStream\x12\x1c.dcgan.v1.InterpolateRequest\x1a\x1a.dcgan.v1.GenerateResponse0\x01\x12\x42\n\x0cGetModelInfo\x12\x1d.dcgan.v1.GetModelInfoRequest\x1a\x13.dcgan.v1.ModelInfo2\xde\x01\n\x0fModelRepository\x12G\n\nListModels\x12\x1b.dcgan.v1.ListModelsRequest\x1a\x1c.dcgan.v1.ListModelsResponse\x12>\n\tLoadModel\x12\x1a.dcgan.v1.LoadModelRequest\x1a\x15.dcgan.v1.ModelStatus\x12\x42\n\x0bUnloadModel\x12\x1c.dcgan.v1.UnloadModelRequest\x1a\x15.dcgan.v1.ModelStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dcgan.v1.generator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENCODING']._serialized_start=1164
-  _globals['_ENCODING']._serialized_end=1268
-  _globals['_INTERPOLATIONMETHOD']._serialized_start=1270
-  _globals['_INTERPOLATIONMETHOD']._serialized_end=1394
+  _globals['_ENCODING']._serialized_start=1836
+  _globals['_ENCODING']._serialized_end=1940
+  _globals['_INTERPOLATIONMETHOD']._serialized_start=1942
+  _globals['_INTERPOLATIONMETHOD']._serialized_end=2066
+  _globals['_VERSIONSTATE']._serialized_start=2069
+  _globals['_VERSIONSTATE']._serialized_end=2249
   _globals['_SEEDEDLATENTS']._serialized_start=38
   _globals['_SEEDEDLATENTS']._serialized_end=82
   _globals['_FLOATVALUES']._serialized_start=84
   _globals['_FLOATVALUES']._serialized_end=113
   _globals['_GENERATEREQUEST']._serialized_start=116
-  _globals['_GENERATEREQUEST']._serialized_end=284
-  _globals['_TIMING']._serialized_start=286
-  _globals['_TIMING']._serialized_end=332
-  _globals['_GENERATERESPONSE']._serialized_start=335
-  _globals['_GENERATERESPONSE']._serialized_end=500
-  _globals['_ENDPOINT']._serialized_start=502
-  _globals['_ENDPOINT']._serialized_end=556
-  _globals['_INTERPOLATEREQUEST']._serialized_start=559
-  _globals['_INTERPOLATEREQUEST']._serialized_end=747
-  _globals['_GETMODELINFOREQUEST']._serialized_start=749
-  _globals['_GETMODELINFOREQUEST']._serialized_end=770
-  _globals['_MODELINFO']._serialized_start=773
-  _globals['_MODELINFO']._serialized_end=1162
-  _globals['_GENERATOR']._serialized_start=1397
-  _globals['_GENERATOR']._serialized_end=1772
+  _globals['_GENERATEREQUEST']._serialized_end=327
+  _globals['_TIMING']._serialized_start=329
+  _globals['_TIMING']._serialized_end=375
+  _globals['_GENERATERESPONSE']._serialized_start=378
+  _globals['_GENERATERESPONSE']._serialized_end=586
+  _globals['_ENDPOINT']._serialized_start=588
+  _globals['_ENDPOINT']._serialized_end=642
+  _globals['_INTERPOLATEREQUEST']._serialized_start=645
+  _globals['_INTERPOLATEREQUEST']._serialized_end=876
+  _globals['_GETMODELINFOREQUEST']._serialized_start=878
+  _globals['_GETMODELINFOREQUEST']._serialized_end=942
+  _globals['_MODELINFO']._serialized_start=945
+  _globals['_MODELINFO']._serialized_end=1377
+  _globals['_VERSIONSTATUS']._serialized_start=1379
+  _globals['_VERSIONSTATUS']._serialized_end=1506
+  _globals['_MODELSTATUS']._serialized_start=1508
+  _globals['_MODELSTATUS']._serialized_end=1603
+  _globals['_LISTMODELSREQUEST']._serialized_start=1605
+  _globals['_LISTMODELSREQUEST']._serialized_end=1644
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1646
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1752
+  _globals['_LOADMODELREQUEST']._serialized_start=1754
+  _globals['_LOADMODELREQUEST']._serialized_end=1792
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1794
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1834
+  _globals['_GENERATOR']._serialized_start=2252
+  _globals['_GENERATOR']._serialized_end=2627
+  _globals['_MODELREPOSITORY']._serialized_start=2630
+  _globals['_MODELREPOSITORY']._serialized_end=2852
 # @@protoc_insertion_point(module_scope)

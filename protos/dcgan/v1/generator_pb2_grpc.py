@@ -273,3 +273,176 @@ class Generator:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ModelRepositoryStub:
+    """The models and versions a server holds, and their loading. LoadModel and UnloadModel need
+    `--model-control explicit` (FAILED_PRECONDITION otherwise: under `poll` the repository decides,
+    under `none` nothing changes after start-up). Behind the bearer token when the server has one.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListModels = channel.unary_unary(
+                '/dcgan.v1.ModelRepository/ListModels',
+                request_serializer=dcgan_dot_v1_dot_generator__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=dcgan_dot_v1_dot_generator__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/dcgan.v1.ModelRepository/LoadModel',
+                request_serializer=dcgan_dot_v1_dot_generator__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=dcgan_dot_v1_dot_generator__pb2.ModelStatus.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/dcgan.v1.ModelRepository/UnloadModel',
+                request_serializer=dcgan_dot_v1_dot_generator__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=dcgan_dot_v1_dot_generator__pb2.ModelStatus.FromString,
+                _registered_method=True)
+
+
+class ModelRepositoryServicer:
+    """The models and versions a server holds, and their loading. LoadModel and UnloadModel need
+    `--model-control explicit` (FAILED_PRECONDITION otherwise: under `poll` the repository decides,
+    under `none` nothing changes after start-up). Behind the bearer token when the server has one.
+    """
+
+    def ListModels(self, request, context):
+        """Every model of the repository (or the one named), each version with its state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadModel(self, request, context):
+        """Scan the model's folder and load what the version policy picks, each version verified and
+        warmed up before it takes traffic. A version that fails to load never displaces the one
+        serving: the call fails with FAILED_PRECONDITION and the status lists the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Stop routing to every version of the model, finish the calls accepted for them, release
+        their sessions; returns once that is done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ModelRepositoryServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=dcgan_dot_v1_dot_generator__pb2.ListModelsRequest.FromString,
+                    response_serializer=dcgan_dot_v1_dot_generator__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=dcgan_dot_v1_dot_generator__pb2.LoadModelRequest.FromString,
+                    response_serializer=dcgan_dot_v1_dot_generator__pb2.ModelStatus.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=dcgan_dot_v1_dot_generator__pb2.UnloadModelRequest.FromString,
+                    response_serializer=dcgan_dot_v1_dot_generator__pb2.ModelStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dcgan.v1.ModelRepository', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dcgan.v1.ModelRepository', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ModelRepository:
+    """The models and versions a server holds, and their loading. LoadModel and UnloadModel need
+    `--model-control explicit` (FAILED_PRECONDITION otherwise: under `poll` the repository decides,
+    under `none` nothing changes after start-up). Behind the bearer token when the server has one.
+    """
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcgan.v1.ModelRepository/ListModels',
+            dcgan_dot_v1_dot_generator__pb2.ListModelsRequest.SerializeToString,
+            dcgan_dot_v1_dot_generator__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcgan.v1.ModelRepository/LoadModel',
+            dcgan_dot_v1_dot_generator__pb2.LoadModelRequest.SerializeToString,
+            dcgan_dot_v1_dot_generator__pb2.ModelStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcgan.v1.ModelRepository/UnloadModel',
+            dcgan_dot_v1_dot_generator__pb2.UnloadModelRequest.SerializeToString,
+            dcgan_dot_v1_dot_generator__pb2.ModelStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull
-from dcgan.service.metrics import ServiceMetrics
+from dcgan.service.metrics import VersionMetrics
 from dcgan.service.options import BatchingOptions
 
 Outputs = dict[str, npt.NDArray]  # type: ignore[type-arg]
@@ -110,7 +110,7 @@ class DynamicBatcher:
         self,
         run_batch: RunBatch,
         options: BatchingOptions,
-        metrics: ServiceMetrics,
+        metrics: VersionMetrics,
         *,
         instances: int = 1,
         wide_lane: bool = False,
@@ -152,6 +152,12 @@ class DynamicBatcher:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def close(self) -> None:
+        """Shut down, waiting (off the event loop) for a run still in progress, whose caller went
+        away: afterwards no thread of this batcher touches the model."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     @property
     def queued(self) -> int:
@@ -198,11 +204,11 @@ class DynamicBatcher:
             if request.future.done():  # cancelled by its caller, or failed in an earlier batch
                 self._drop(piece)
                 if request.future.cancelled():
-                    self._metrics.dropped.labels("cancelled").inc(piece.end - piece.start)
+                    self._metrics.dropped["cancelled"].inc(piece.end - piece.start)
                 continue
             if request.deadline is not None and now >= request.deadline:
                 self._drop(piece)
-                self._metrics.dropped.labels("deadline").inc(piece.end - piece.start)
+                self._metrics.dropped["deadline"].inc(piece.end - piece.start)
                 request.future.set_exception(
                     DeadlineExceeded("the deadline passed while the request waited in the queue")
                 )
@@ -234,9 +240,9 @@ class DynamicBatcher:
         kinds = frozenset().union(*(p.request.kinds for p in parts))
         slots = self._instances if wide else 1
         self._free -= slots
-        self._metrics.flushes.labels(reason).inc()
+        self._metrics.flushes[reason].inc()
         self._metrics.batch_size.observe(len(latents))
-        self._metrics.runs.labels("wide" if wide else "parallel").inc()
+        self._metrics.runs["wide" if wide else "parallel"].inc()
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds, wide)

@@ -40,6 +40,12 @@ NET = "Network"
 SECURITY = "Security"
 
 
+class ModelControl(StrEnum):
+    none = "none"
+    poll = "poll"
+    explicit = "explicit"
+
+
 class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -47,6 +53,7 @@ class Device(StrEnum):
 
 
 DEFAULT_DEVICE = Device(RuntimeOptions.device)
+DEFAULT_CONTROL = ModelControl(ServerConfig.model_control)
 UINT32_MAX = 2**32 - 1  # what GetModelInfo's fields carry
 INT32_MAX = 2**31 - 1  # what grpc's integer settings take
 MAX_GRPC_SECONDS = INT32_MAX // 1000  # seconds grpc takes as milliseconds: about 24.8 days
@@ -75,12 +82,42 @@ def parse_ports(text: str) -> tuple[int, int]:
 @app.command(context_settings=ENVIRONMENT)
 def main(
     model_dir: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="An export directory written by dcgan-export.",
+            help="An export directory written by dcgan-export: a repository of one model.",
             rich_help_panel=MODEL,
         ),
-    ],
+    ] = None,
+    model_repository: Annotated[
+        Path | None,
+        typer.Option(
+            help="A repository DIR/<model>/<version>/ of exports (dcgan-export --repository).",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    version_policy: Annotated[
+        str,
+        typer.Option(
+            help="Versions served: latest, latest:N, all or specific:A,B.",
+            rich_help_panel=MODEL,
+        ),
+    ] = ServerConfig.version_policy,
+    model_control: Annotated[
+        ModelControl,
+        typer.Option(
+            help="none: load at start-up; poll: follow the repository; explicit: LoadModel.",
+            rich_help_panel=MODEL,
+        ),
+    ] = DEFAULT_CONTROL,
+    poll_s: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=MAX_GRPC_SECONDS,
+            help="Seconds between two scans of the repository (--model-control poll).",
+            rich_help_panel=MODEL,
+        ),
+    ] = ServerConfig.poll_s,
     device: Annotated[
         Device,
         typer.Option(
@@ -231,6 +268,15 @@ def main(
             rich_help_panel=NET,
         ),
     ] = ServerConfig.grace_s,
+    drain_s: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=MAX_GRPC_SECONDS,
+            help="Seconds after SIGTERM of answering new calls UNAVAILABLE (within --grace-s).",
+            rich_help_panel=NET,
+        ),
+    ] = ServerConfig.drain_s,
     tls_cert: Annotated[
         Path | None,
         typer.Option(
@@ -265,13 +311,20 @@ def main(
     ] = LogLevel.INFO,
     version: Annotated[bool, version_option("dcgan-serve")] = False,
 ) -> None:
-    """Serve a DCGAN generator over gRPC, batching latents from concurrent callers.
+    """Serve DCGAN generators over gRPC, batching latents from concurrent callers.
 
     Example: dcgan-serve --model-dir exports/mnist --port 50051 --metrics-port 9090
+    Example: dcgan-serve --model-repository models --model-control poll
     """
     logging.basicConfig(
         level=log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    check_models(model_dir, model_repository, version_policy, model_control)
+    if drain_s > grace_s:
+        raise usage_error(
+            f"--drain-s {drain_s:g} is longer than --grace-s {grace_s:g}: the drain is part of "
+            "the grace, give --grace-s at least as much"
+        )
     try:
         first_port, port_count = parse_ports(port)
     except ValueError as error:
@@ -289,6 +342,10 @@ def main(
         check_token(required_token)
     config = ServerConfig(
         model_dir=model_dir,
+        model_repository=model_repository,
+        version_policy=version_policy,
+        model_control=model_control.value,
+        poll_s=poll_s,
         host=host,
         port=first_port,
         port_count=port_count,
@@ -314,6 +371,7 @@ def main(
         max_message_bytes=max_message_bytes,
         max_concurrent_rpcs=max_concurrent_rpcs or None,
         grace_s=grace_s,
+        drain_s=drain_s,
         reuse_port=reuse_port,
         tls_cert=tls_cert,
         tls_key=tls_key,
@@ -338,8 +396,38 @@ def main(
         os._exit(DONE)
 
 
+def check_models(
+    model_dir: Path | None,
+    model_repository: Path | None,
+    version_policy: str,
+    model_control: ModelControl,
+) -> None:
+    """One source of models, a version policy that parses, a control that fits the source."""
+    from dcgan.service.repository import VersionPolicy
+
+    if model_dir is None and model_repository is None:
+        raise usage_error(
+            "give --model-dir (one export) or --model-repository (DIR/<model>/<version>/)"
+        )
+    if model_dir is not None and model_repository is not None:
+        raise usage_error(
+            "give --model-dir or --model-repository, not both "
+            "(--model-dir is a repository of one model)"
+        )
+    try:
+        VersionPolicy.parse(version_policy)
+    except ValueError as error:
+        raise usage_error(f"--version-policy {error}") from None
+    if model_dir is not None and model_control != ModelControl.none:
+        raise usage_error(
+            f"--model-control {model_control.value} needs --model-repository: --model-dir "
+            "serves one export for the server's life"
+        )
+
+
 def start_serving(config: ServerConfig, signalled: list[int]) -> bool:
     """Serve until stopped; True when the model was still loading (see server.serve)."""
+    from dcgan.service.repository import RepositoryError
     from dcgan.service.runtime import ModelLoadError
     from dcgan.service.server import serve
     from dcgan.service.startup import OptionConflict, StartupError
@@ -347,7 +435,10 @@ def start_serving(config: ServerConfig, signalled: list[int]) -> bool:
     try:
         return asyncio.run(serve(config, signalled))
     except ModelLoadError as error:
-        raise fail(f"cannot serve {config.model_dir}: {error}") from None
+        source = config.model_dir or config.model_repository
+        raise fail(f"cannot serve {source}: {error}") from None
+    except RepositoryError as error:
+        raise fail(str(error)) from None
     except OptionConflict as error:
         raise usage_error(str(error)) from None
     except StartupError as error:

@@ -1,7 +1,10 @@
-"""The data plane: what a generation request means, independent of gRPC.
+"""The data plane: what a request means, independent of gRPC.
 
-Checks requests against the model and the limits, sends latents through the batcher and shapes
-the outputs into the encoding asked for. The servicer converts protobuf to these calls and back.
+A call first takes a lease on the model version it names (`lease`: dcgan.service.models resolves
+it); then its request is checked against that version's model and the limits, its latents go
+through that version's batcher, and the outputs are shaped into the encoding asked for. The
+model list and its loading go through here too. The servicers convert protobuf to these calls
+and back.
 """
 
 from __future__ import annotations
@@ -10,17 +13,18 @@ import asyncio
 import io
 from collections import deque
 from collections.abc import AsyncGenerator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from dcgan.contract.seeded import seeded_latents
-from dcgan.service.batcher import DynamicBatcher
-from dcgan.service.errors import InvalidInput, ResponseTooLarge, Unavailable
+from dcgan.service.errors import InvalidInput, ResponseTooLarge
 from dcgan.service.latents import Latents, check_latents, interpolate
+from dcgan.service.models import ModelSet, ModelStatus, ServedVersion
 from dcgan.service.options import BatchingOptions, RequestLimits
-from dcgan.service.runtime import PIXELS, VALUES, ModelRuntime, ModelSpec
+from dcgan.service.runtime import PIXELS, VALUES, ModelSpec
 
 UINT8 = "uint8"  # raw pixels, [n, H, W, C]
 FLOAT32 = "float32"  # raw values in the output range, [n, C, H, W]
@@ -37,8 +41,10 @@ MESSAGE_OVERHEAD = 4096  # shape, ids and timing around the images
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the data plane serves: the model, where it runs, how it batches, what it accepts."""
+    """One served version: the model, where it runs, how it batches, what it accepts."""
 
+    name: str
+    version: int
     spec: ModelSpec
     execution_provider: str  # the onnxruntime provider the sessions run on
     instances: int  # batches computed in parallel
@@ -73,77 +79,101 @@ def encode_pngs(pixels: npt.NDArray[np.uint8]) -> list[bytes]:
     return pngs
 
 
+@dataclass(frozen=True)
+class ModelList:
+    """ListModels: every model's versions and states, and the rules that chose them."""
+
+    models: list[ModelStatus]
+    model_control: str
+    version_policy: str
+
+
 class DataPlane:
-    """Generation requests against a runtime and a batcher, once the model is loaded."""
+    """Requests against the versions of a ModelSet."""
 
-    def __init__(self, limits: RequestLimits) -> None:
+    def __init__(self, models: ModelSet, limits: RequestLimits) -> None:
+        self.models = models
         self.limits = limits
-        self.runtime: ModelRuntime | None = None
-        self.batcher: DynamicBatcher | None = None
 
-    def attach(self, runtime: ModelRuntime, batcher: DynamicBatcher) -> None:
-        self.runtime, self.batcher = runtime, batcher
+    def lease(self, model: str, version: int) -> AbstractContextManager[ServedVersion]:
+        """The version a call uses, held until the call ends. Raises NotFound, InvalidInput
+        (no model named where several serve) or Unavailable (still loading)."""
+        return self.models.lease(model, version)
 
-    @property
-    def spec(self) -> ModelSpec:
-        if self.runtime is None:
-            raise Unavailable("the model is still loading")
-        return self.runtime.spec
-
-    @property
-    def batching(self) -> BatchingOptions:
-        if self.batcher is None:
-            raise Unavailable("the model is still loading")
-        return self.batcher.options
-
-    def model_info(self) -> ModelInfo:
-        if self.runtime is None or self.batcher is None:
-            raise Unavailable("the model is still loading")
+    def model_info(self, model: str, version: int) -> ModelInfo:
+        served = self.models.resolve(model, version)
         return ModelInfo(
-            spec=self.runtime.spec,
-            execution_provider=self.runtime.provider,
-            instances=self.runtime.instances,
-            batching=self.batcher.options,
+            name=served.model,
+            version=served.version,
+            spec=served.spec,
+            execution_provider=served.runtime.provider,
+            instances=served.runtime.instances,
+            batching=served.batcher.options,
             limits=self.limits,
         )
 
-    def seeded(self, seed: int, count: int, limit: int | None = None) -> Latents:
+    def list_models(self, model: str = "") -> ModelList:
+        models = self.models
+        return ModelList(models.statuses(model), models.control, str(models.policy))
+
+    async def load_model(self, model: str) -> ModelStatus:
+        return await self.models.load(model)
+
+    async def unload_model(self, model: str) -> ModelStatus:
+        return await self.models.unload(model)
+
+    def seeded(
+        self, served: ServedVersion, seed: int, count: int, limit: int | None = None
+    ) -> Latents:
         limit = self.limits.max_latents_per_request if limit is None else limit
         if not 1 <= count <= limit:
             raise InvalidInput(f"count must be between 1 and {limit}, not {count}")
-        return seeded_latents(seed, count, self.spec.nz)
+        return seeded_latents(seed, count, served.spec.nz)
 
-    def image_bytes(self, encoding: str) -> int:
-        """The most bytes one image takes in a response with `encoding`."""
-        spec = self.spec
+    @staticmethod
+    def image_bytes(served: ServedVersion, encoding: str) -> int:
+        """The most bytes one image of `served` takes in a response with `encoding`."""
+        spec = served.spec
         pixels = spec.channels * spec.image_size**2
         return {UINT8: pixels, FLOAT32: 4 * pixels, PNG: pixels + PNG_OVERHEAD}[encoding]
 
-    def _check_response_size(self, count: int, encoding: str, stream: str) -> None:
-        size = count * self.image_bytes(encoding) + MESSAGE_OVERHEAD
+    def _check_response_size(
+        self, served: ServedVersion, count: int, encoding: str, stream: str
+    ) -> None:
+        per_image = self.image_bytes(served, encoding)
+        size = count * per_image + MESSAGE_OVERHEAD
         if size > self.limits.max_response_bytes:
-            fits = (self.limits.max_response_bytes - MESSAGE_OVERHEAD) // self.image_bytes(encoding)
+            fits = (self.limits.max_response_bytes - MESSAGE_OVERHEAD) // per_image
             raise ResponseTooLarge(
                 f"{count} {encoding} images would take about {size} bytes, over the response "
                 f"limit of {self.limits.max_response_bytes}: ask for at most {fits}, "
                 f"or use {stream}"
             )
 
-    async def generate(self, latents: Latents, encoding: str, deadline: float | None) -> Images:
+    async def generate(
+        self, served: ServedVersion, latents: Latents, encoding: str, deadline: float | None
+    ) -> Images:
         check_encoding(encoding)
         check_latents(latents, self.limits.max_latents_per_request)
-        self._check_response_size(len(latents), encoding, "GenerateStream")
-        return await self._images(latents, encoding, deadline)
+        self._check_response_size(served, len(latents), encoding, "GenerateStream")
+        return await self._images(served, latents, encoding, deadline)
 
     def generate_stream(
-        self, latents: Latents, encoding: str, deadline: float | None
+        self, served: ServedVersion, latents: Latents, encoding: str, deadline: float | None
     ) -> AsyncGenerator[Images, None]:
         check_encoding(encoding)
         check_latents(latents, self.limits.max_stream_latents)
-        return self._stream(latents, encoding, deadline)
+        return self._stream(served, latents, encoding, deadline)
 
     def _walk(
-        self, start: Latents, end: Latents, steps: int, method: str, encoding: str, limit: int
+        self,
+        served: ServedVersion,
+        start: Latents,
+        end: Latents,
+        steps: int,
+        method: str,
+        encoding: str,
+        limit: int,
     ) -> Latents:
         """The latents of a walk, after checking it; `limit`: the most steps the call takes."""
         check_encoding(encoding)
@@ -155,14 +185,16 @@ class DataPlane:
             raise InvalidInput(
                 f"unknown interpolation method {method} (known: {', '.join(METHODS)})"
             )
+        nz = served.spec.nz
         for name, latent in (("start", start), ("end", end)):
-            if latent.shape != (1, self.spec.nz):
-                raise InvalidInput(f"the {name} latent must hold nz = {self.spec.nz} values")
+            if latent.shape != (1, nz):
+                raise InvalidInput(f"the {name} latent must hold nz = {nz} values")
             check_latents(latent, 1)
         return interpolate(start, end, steps, method)
 
     async def interpolate(
         self,
+        served: ServedVersion,
         start: Latents,
         end: Latents,
         steps: int,
@@ -171,12 +203,13 @@ class DataPlane:
         deadline: float | None,
     ) -> Images:
         limit = self.limits.max_latents_per_request
-        latents = self._walk(start, end, steps, method, encoding, limit)
-        self._check_response_size(steps, encoding, "InterpolateStream")
-        return await self._images(latents, encoding, deadline)
+        latents = self._walk(served, start, end, steps, method, encoding, limit)
+        self._check_response_size(served, steps, encoding, "InterpolateStream")
+        return await self._images(served, latents, encoding, deadline)
 
     def interpolate_stream(
         self,
+        served: ServedVersion,
         start: Latents,
         end: Latents,
         steps: int,
@@ -186,25 +219,28 @@ class DataPlane:
     ) -> AsyncGenerator[Images, None]:
         """The walk in chunks, as GenerateStream sends images: for walks too long for one answer."""
         limit = self.limits.max_stream_latents
-        latents = self._walk(start, end, steps, method, encoding, limit)
-        return self._stream(latents, encoding, deadline)
+        latents = self._walk(served, start, end, steps, method, encoding, limit)
+        return self._stream(served, latents, encoding, deadline)
 
     async def _stream(
-        self, latents: Latents, encoding: str, deadline: float | None
+        self, served: ServedVersion, latents: Latents, encoding: str, deadline: float | None
     ) -> AsyncGenerator[Images, None]:
         """Images in chunks of about STREAM_CHUNK_BYTES; the next computes while one is sent.
 
         However the stream ends (finished, failed, or closed by a caller who went away), no chunk
         is left computing and no chunk's error is left unread.
         """
-        per_image = self.image_bytes(encoding)
-        chunk = max(1, min(self.batching.max_batch_size, STREAM_CHUNK_BYTES // per_image))
+        per_image = self.image_bytes(served, encoding)
+        batch = served.batcher.options.max_batch_size
+        chunk = max(1, min(batch, STREAM_CHUNK_BYTES // per_image))
         computing: deque[asyncio.Task[Images]] = deque()
         try:
             for start in range(0, len(latents), chunk):
                 computing.append(
                     asyncio.ensure_future(
-                        self._images(latents[start : start + chunk], encoding, deadline, start)
+                        self._images(
+                            served, latents[start : start + chunk], encoding, deadline, start
+                        )
                     )
                 )
                 if len(computing) > 1:
@@ -219,11 +255,14 @@ class DataPlane:
                     task.cancel()
 
     async def _images(
-        self, latents: Latents, encoding: str, deadline: float | None, offset: int = 0
+        self,
+        served: ServedVersion,
+        latents: Latents,
+        encoding: str,
+        deadline: float | None,
+        offset: int = 0,
     ) -> Images:
-        if self.batcher is None:
-            raise Unavailable("the model is still loading")
-        result = await self.batcher.submit(latents, _KIND[encoding], deadline)
+        result = await served.batcher.submit(latents, _KIND[encoding], deadline)
         if encoding == PNG:
             pngs = await asyncio.to_thread(encode_pngs, result.outputs[PIXELS])
             return Images(PNG, None, pngs, len(latents), result.queue_s, result.compute_s, offset)

@@ -18,8 +18,20 @@ class ResponseTooLarge(ServiceError):
     """The images asked for would not fit in one response message: ask for fewer, or stream."""
 
 
+class NotFound(ServiceError):
+    """A model or version the server does not hold."""
+
+
 class Unavailable(ServiceError):
     """The server is loading its model or draining: try another replica or later."""
+
+
+class ManagementOff(ServiceError):
+    """LoadModel or UnloadModel on a server whose --model-control is not explicit."""
+
+
+class LoadFailed(ServiceError):
+    """The versions a LoadModel asked for could not be loaded; what served before still does."""
 
 
 class DeadlineExceeded(ServiceError):

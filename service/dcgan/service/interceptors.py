@@ -1,7 +1,8 @@
 """Server interceptors: the one place where domain errors become gRPC status codes.
 
-Every RPC of the Generator service passes through `StatusMapping`, which also counts requests by
-method and code, and holds each call as accepted while it runs (see dcgan.service.calls). An
+Every RPC of the dcgan.v1 services (Generator, ModelRepository) passes through `StatusMapping`,
+which also counts requests by method and code, and holds each call as accepted while it runs
+(see dcgan.service.calls). An
 undecodable request message becomes INVALID_ARGUMENT (grpc's own answer would be INTERNAL);
 anything unexpected becomes INTERNAL with no traceback sent to the caller. A caller that went
 away is no error: its call is counted CANCELLED, or DEADLINE_EXCEEDED when its deadline passed.
@@ -22,7 +23,10 @@ from dcgan.service.calls import AcceptedCall, AcceptedCalls
 from dcgan.service.errors import (
     DeadlineExceeded,
     InvalidInput,
+    LoadFailed,
+    ManagementOff,
     ModelFailure,
+    NotFound,
     QueueFull,
     ResponseTooLarge,
     ServiceError,
@@ -35,6 +39,9 @@ _LOGGER = logging.getLogger(__name__)
 
 STATUS_OF: dict[type[ServiceError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    ManagementOff: grpc.StatusCode.FAILED_PRECONDITION,
+    LoadFailed: grpc.StatusCode.FAILED_PRECONDITION,
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ResponseTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
@@ -42,7 +49,11 @@ STATUS_OF: dict[type[ServiceError], grpc.StatusCode] = {
     ModelFailure: grpc.StatusCode.INTERNAL,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }
-SERVICE_PREFIX = "/dcgan.v1.Generator/"
+SERVICE_PREFIXES = (
+    "/dcgan.v1.Generator/",
+    "/dcgan.v1.ModelRepository/",
+    "/inference.GRPCInferenceService/",
+)
 OPEN_PREFIX = "/grpc.health.v1.Health/"  # load balancers and orchestrators probe without a token
 
 
@@ -58,6 +69,11 @@ def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
             return _Undecodable()
 
     return parse
+
+
+def method_name(method: str) -> str:
+    """'/dcgan.v1.Generator/Generate' -> 'Generate', as the metrics label methods."""
+    return method.rpartition("/")[2]
 
 
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -94,9 +110,9 @@ class StatusMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if method in self._handlers:
             return self._handlers[method]
         handler = await continuation(details)
-        if handler is None or not method.startswith(SERVICE_PREFIX):
+        if handler is None or not method.startswith(SERVICE_PREFIXES):
             return handler
-        name = method.removeprefix(SERVICE_PREFIX)
+        name = method_name(method)
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
                 self._unary(name, handler.unary_unary),
@@ -210,7 +226,7 @@ class BearerToken(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             or self._carries_token(details)
         ):
             return handler
-        name = details.method.removeprefix(SERVICE_PREFIX)
+        name = method_name(details.method)
         code, detail = status_of(
             Unauthenticated("this server needs a bearer token; it was missing or wrong")
         )

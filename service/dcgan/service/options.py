@@ -43,7 +43,11 @@ class RequestLimits:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    model_dir: Path
+    model_dir: Path | None = None  # one export directory: a repository of one model, version 1
+    model_repository: Path | None = None  # DIR/<model>/<version>/, each version an export
+    version_policy: str = "latest"  # latest | latest:N | all | specific:A,B (Triton's)
+    model_control: str = "none"  # none | poll (rescan every poll_s) | explicit (LoadModel ...)
+    poll_s: float = 5.0  # seconds between two scans of the repository, under poll
     host: str = "0.0.0.0"
     port: int = 50051  # 0: any free port (tests)
     port_count: int = 1  # try port, port + 1, ...: the first free one is bound (replicas on a host)
@@ -55,6 +59,7 @@ class ServerConfig:
     max_message_bytes: int = 4 * 2**20  # largest request accepted
     max_concurrent_rpcs: int | None = None  # more are refused with RESOURCE_EXHAUSTED
     grace_s: float = 10.0  # how long a stop may take
+    drain_s: float = 2.0  # after SIGTERM, at least this long answering new calls UNAVAILABLE
     reuse_port: bool = False  # share the port with other processes (SO_REUSEPORT)
     max_connection_age_s: float | None = None  # close connections this old: clients re-resolve
     tls_cert: Path | None = None  # PEM certificate chain: serve TLS

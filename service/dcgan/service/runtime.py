@@ -1,8 +1,9 @@
 """The model runtime: onnxruntime sessions over the exported serving graph.
 
-Reads everything from the export's manifest.json and checks the graph's sha256 against it before
-loading; once loaded, the graph's own input and output shapes, and the facts dcgan-export wrote
-into it, must agree with the manifest too (a manifest edited by hand need not describe its graph).
+Reads everything from the export's manifest.json and checks every artifact's sha256 against it
+before loading (the serving graph's on the very bytes the sessions are made of); once loaded, the
+graph's own input and output shapes, and the facts dcgan-export wrote into it, must agree with
+the manifest too (a manifest edited by hand need not describe its graph).
 The GPU wheel of onnxruntime falls back to the CPU without a word when CUDA cannot start, so the
 provider in use is read back from `session.get_providers()` and logged; `--device cuda` fails
 loudly, before any port opens, rather than serving from the CPU.
@@ -31,6 +32,7 @@ from dcgan.contract.manifest import (
     ManifestError,
     read_manifest,
     verified_artifact,
+    verified_bytes,
 )
 from dcgan.contract.providers import (
     CPU,
@@ -106,13 +108,31 @@ def _dims(shape: list[object]) -> str:
     return "[" + ", ".join(str(dim) for dim in shape) + "]"
 
 
+def choose_providers(options: RuntimeOptions) -> Providers:
+    """CPU alone, or CUDA with the CPU behind it; auto takes CUDA only where it can start.
+
+    Raises ModelLoadError for --device cuda where CUDA cannot start.
+    """
+    if options.device == "cpu":
+        return session_providers(CPU)
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        return session_providers(CUDA)
+    if options.device == "cuda":
+        raise ModelLoadError(f"--device cuda was asked for, but {reason}")
+    return session_providers(CPU)
+
+
 class ModelRuntime:
     """One or more onnxruntime sessions of the serving graph; `run` is thread-safe."""
 
     def __init__(self, export_dir: Path, options: RuntimeOptions) -> None:
         try:
             self.manifest: Manifest = read_manifest(export_dir)
-            path = verified_artifact(export_dir, self.manifest, ONNX_SERVING)
+            path, model_bytes = verified_bytes(export_dir, self.manifest, ONNX_SERVING)
+            for record in self.manifest.artifacts.values():  # an export is whole, or not served
+                if record.kind != ONNX_SERVING:
+                    verified_artifact(export_dir, self.manifest, record.kind)
         except ManifestError as error:
             raise ModelLoadError(str(error)) from None
         except OSError as error:  # a model directory that is a file, a manifest that is a folder
@@ -133,8 +153,8 @@ class ModelRuntime:
         self._input = onnx.input
         self._outputs = {PIXELS: onnx.pixels_output, VALUES: onnx.output}
         self.options = options
-        self._providers = self._choose_providers()  # --device cuda without CUDA fails here
-        self._model_bytes = path.read_bytes()
+        self._providers = choose_providers(options)  # --device cuda without CUDA fails here
+        self._model_bytes = model_bytes  # the bytes whose sha256 was checked, read once
         self._sessions: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         self._wide: ort.InferenceSession | None = None  # all cores on one batch, at low load
         self.provider = ""
@@ -239,17 +259,6 @@ class ModelRuntime:
                 f"manifest.json disagrees with {self._file}: {'; '.join(problems)}"
             )
 
-    def _choose_providers(self) -> Providers:
-        """CPU alone, or CUDA with the CPU behind it; auto takes CUDA only where it can start."""
-        if self.options.device == "cpu":
-            return session_providers(CPU)
-        reason = cuda_unavailable_reason()
-        if reason is None:
-            return session_providers(CUDA)
-        if self.options.device == "cuda":
-            raise ModelLoadError(f"--device cuda was asked for, but {reason}")
-        return session_providers(CPU)
-
     def _warm_up(self, session: ort.InferenceSession) -> None:
         for batch in self.options.warmup_batch_sizes:
             latents = np.zeros((batch, self.spec.nz), dtype=np.float32)
@@ -259,6 +268,17 @@ class ModelRuntime:
                 raise ModelLoadError(
                     f"{self._file} fails its warm-up run of {batch} latents: {_one_line(error)}"
                 ) from None
+
+    def close(self) -> None:
+        """Drop every session and the graph's bytes, so that a retired version's memory goes
+        back. Only once no run is in progress (its batcher has shut down)."""
+        while True:
+            try:
+                self._sessions.get_nowait()
+            except queue.Empty:
+                break
+        self._wide = None
+        self._model_bytes = b""
 
     def run(
         self, latents: npt.NDArray[np.float32], kinds: frozenset[str], wide: bool = False

@@ -1,12 +1,19 @@
 """Build, start and stop the gRPC server.
 
-Start-up order: check the export (manifest, sha256, device) and every setting (TLS files, host,
-ports, port file) before opening a port, so that bad input fails at once with its own reason; then
-serve health as NOT_SERVING while the sessions load and warm up, their graph checked against the
-manifest; then SERVING. A signal during start-up stops the server at once.
-Stop (SIGTERM/SIGINT): health NOT_SERVING at once, new calls refused with UNAVAILABLE, accepted
-calls finished (a stream sends all of its chunks), then the server stops, all within the grace
-period.
+Start-up order: check the models (a repository that can be read; a single export's manifest and
+sha256s; the device) and every setting (TLS files, host, ports, port file) before opening a port,
+so that bad input fails at once with its own reason; then serve health as NOT_SERVING while the
+versions load and warm up (dcgan.service.models); then SERVING. A signal during start-up stops the
+server at once.
+
+Health: "" (the server as a whole, and the names of its services) is SERVING once started while
+any model serves; each model's name is SERVING while one of its versions does.
+
+Stop (SIGTERM/SIGINT), a lame-duck drain: health NOT_SERVING at once; for `drain_s` the server stays
+up and answers every new call UNAVAILABLE (so that each call that arrives gets a real status, and
+callers and load balancers move on), while accepted calls finish (a stream sends all of its
+chunks); then it stops, all within the grace period. Stopping sooner would leave the calls that
+reached grpc's core but not yet Python to be CANCELLED by grpc-python's stop (grpc/grpc#41785).
 """
 
 from __future__ import annotations
@@ -19,21 +26,21 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dcgan.service.batcher import DynamicBatcher
+from dcgan.service import inference
 from dcgan.service.calls import AcceptedCalls
 from dcgan.service.dataplane import DataPlane
 from dcgan.service.interceptors import BearerToken, StatusMapping
 from dcgan.service.metrics import ServiceMetrics
+from dcgan.service.models import ModelSet
 from dcgan.service.options import ServerConfig
-from dcgan.service.runtime import ModelRuntime
-from dcgan.service.servicer import GeneratorServicer
+from dcgan.service.repository import Repository, SingleModel, Source, VersionPolicy
+from dcgan.service.servicer import GeneratorServicer, ModelRepositoryServicer
 from dcgan.service.startup import (
     OptionConflict,
     StartupError,
@@ -50,6 +57,18 @@ from dcgan.v1 import generator_pb2_grpc as pb_grpc
 _LOGGER = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generator"].full_name
+REPOSITORY_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModelRepository"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def model_source(config: ServerConfig) -> Source:
+    """--model-dir (a repository of one model) or --model-repository."""
+    if config.model_repository is not None:
+        return Repository(config.model_repository)
+    if config.model_dir is None:
+        raise ValueError("a server needs a model directory or a model repository")
+    return SingleModel(config.model_dir)
 
 
 class GeneratorServer:
@@ -62,33 +81,48 @@ class GeneratorServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = ServiceMetrics(config.batching.max_batch_size)
-        for method in pb.DESCRIPTOR.services_by_name["Generator"].methods:
-            self.metrics.in_flight.labels(method.name)
+        for service in ("Generator", "ModelRepository"):
+            for method in pb.DESCRIPTOR.services_by_name[service].methods:
+                self.metrics.in_flight.labels(method.name)
         self.calls = AcceptedCalls(self.metrics)
-        self.plane = DataPlane(config.limits)
+        self.models = ModelSet(
+            model_source(config),
+            policy=VersionPolicy.parse(config.version_policy),
+            control=config.model_control,
+            poll_s=config.poll_s,
+            runtime=config.runtime,
+            batching=config.batching,
+            metrics=self.metrics,
+        )
+        self.models.on_health(self._model_health)
+        self.plane = DataPlane(self.models, config.limits)
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port = 0
         self.started_serving_s = 0.0
         self._server: grpc.aio.Server | None = None
         self._metrics_http: object = None
-        self._runtime: ModelRuntime
         self._opened = 0.0
-        self.loading: threading.Thread | None = None  # sessions being created, off the loop
+        self._started = False  # start-up's loads are done: "" follows the models from now on
         self.stopped = False  # stop() has finished
+
+    @property
+    def loading(self) -> threading.Thread | None:
+        """The thread of the last load, which may still be inside onnxruntime."""
+        return self.models.loading
 
     async def start(self) -> None:
         await self.open()
         await self.load_model()
 
     async def open(self) -> None:
-        """Check the export and every setting, then listen, answering health with NOT_SERVING.
+        """Check the models and every setting, then listen, answering health with NOT_SERVING.
 
-        Raises ModelLoadError or StartupError, having opened nothing.
+        Raises ModelLoadError, RepositoryError or StartupError, having opened nothing.
         """
         self._opened = time.perf_counter()
         config = self.config
-        self._runtime = ModelRuntime(config.model_dir, config.runtime)  # manifest, sha256, device
+        self.models.check()  # the repository, the device; a single export's manifest and sha256
         tls = tls_material(config.tls_cert, config.tls_key, config.tls_client_ca)
         if config.port_file is not None:
             check_port_file(config.port_file)
@@ -108,46 +142,47 @@ class GeneratorServer:
             raise
 
     async def load_model(self) -> None:
-        """Create and warm up the sessions off the event loop, then answer SERVING.
+        """Load the versions the repository holds (off the event loop), then answer SERVING.
 
-        The sessions are made on a daemon thread: onnxruntime cannot be interrupted, and a
+        The sessions are made on daemon threads: onnxruntime cannot be interrupted, and a
         signal must not wait for it (see `serve`).
         """
-        runtime = self._runtime
         address = listen_address(self.config.host, self.port)
         _LOGGER.info("listening on %s (NOT_SERVING); loading the model", address)
         try:
-            self.loading, loaded = _on_daemon_thread(runtime.load, "model-load")
-            await loaded
+            await self.models.start()
             if self.config.port_file is not None:  # once loaded: a failed start writes none
                 write_port_file(self.config.port_file, self.port)
         except BaseException:
             await self.close()
             raise
-        batcher = DynamicBatcher(
-            runtime.run,
-            self.config.batching,
-            self.metrics,
-            instances=runtime.instances,
-            wide_lane=runtime.has_wide_lane,
-        )
-        self.plane.attach(runtime, batcher)
-        spec = runtime.spec
-        self.metrics.model.info(
-            {
-                "model_id": spec.model_id,
-                "sha256": spec.sha256,
-                "provider": runtime.provider,
-                "nz": str(spec.nz),
-                "shape": f"{spec.channels}x{spec.image_size}x{spec.image_size}",
-            }
-        )
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._started = True
+        served = self.models.served_models
+        await self._set_health(SERVING if served else NOT_SERVING)
         self.started_serving_s = time.perf_counter() - self._opened
+        if not served:
+            _LOGGER.warning(
+                "listening on %s after %.2f s, but no model serves yet (%s: %s)",
+                address, self.started_serving_s, self.config.model_control,
+                "; ".join(status.describe() for status in self.models.statuses()) or "no model",
+            )  # fmt: skip
+            return
+        serving = []
+        for name in served:
+            info = self.plane.model_info(name, 0)
+            serving.append(f"{info.spec.model_id} ({name} version {info.version})")
         _LOGGER.info(
             "serving %s on %s (%s) after %.2f s",
-            spec.model_id, address, runtime.provider, self.started_serving_s,
+            ", ".join(serving), address, self.plane.model_info(served[0], 0).execution_provider,
+            self.started_serving_s,
         )  # fmt: skip
+
+    async def _model_health(self, serving: dict[str, bool]) -> None:
+        """Each model's health by whether a version of it serves; the server's once started."""
+        for name, up in sorted(serving.items()):
+            await self.health.set(name, SERVING if up else NOT_SERVING)
+        if self._started:
+            await self._set_health(SERVING if any(serving.values()) else NOT_SERVING)
 
     def _bind(self, server: grpc.aio.Server, tls: TlsMaterial | None) -> int:
         """Bind the first free port of the configured range; return it."""
@@ -231,23 +266,32 @@ class GeneratorServer:
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
         pb_grpc.add_GeneratorServicer_to_server(GeneratorServicer(self.plane), server)
+        pb_grpc.add_ModelRepositoryServicer_to_server(ModelRepositoryServicer(self.plane), server)
+        inference.add_to_server(inference.InferenceServicer(self.plane, self.metrics), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        names = (SERVICE_NAME, REPOSITORY_SERVICE_NAME, inference.SERVICE_NAME, health.SERVICE_NAME)
+        names = (*names, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server, pool=inference.reflection_pool(names))
         return server
 
     async def _set_health(self, status: int) -> None:
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, REPOSITORY_SERVICE_NAME, inference.SERVICE_NAME):
             await self.health.set(name, status)
 
     async def stop(self) -> None:
-        """Drain: NOT_SERVING, refuse new calls, let accepted ones finish, within the grace.
+        """The lame-duck drain: NOT_SERVING, and for drain_s every new call refused with
+        UNAVAILABLE while accepted ones finish; then stop, all within the grace.
 
         Calls still running when the grace ends are stopped with UNAVAILABLE, which says so.
         """
-        deadline = time.monotonic() + self.config.grace_s
+        started = time.monotonic()
+        grace_s = self.config.grace_s
+        deadline = started + grace_s
+        lame_duck_end = started + min(self.config.drain_s, grace_s)
         await self.health.enter_graceful_shutdown()
-        cut = await self.calls.drain(self.config.grace_s)
+        await self.models.stop_polling()
+        cut = await self.calls.drain(grace_s)
+        await asyncio.sleep(max(0.0, lame_duck_end - time.monotonic()))
         if cut:
             methods = Counter(call.method for call in cut)
             _LOGGER.warning(
@@ -262,8 +306,7 @@ class GeneratorServer:
         """Stop listening and release the sessions' threads and the metrics port."""
         if self._server is not None:
             await self._server.stop(grace_s)
-        if self.plane.batcher is not None:
-            self.plane.batcher.shutdown()
+        self.models.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()  # type: ignore[attr-defined]
             self._metrics_http.server_close()  # type: ignore[attr-defined]
@@ -279,39 +322,6 @@ class GeneratorServer:
                     labels = sample.labels
                     counts.append(f"{labels['method']} {labels['code']}={int(sample.value)}")
         return ", ".join(sorted(counts)) or "none"
-
-
-def _on_daemon_thread(
-    function: Callable[[], None], name: str
-) -> tuple[threading.Thread, asyncio.Future[None]]:
-    """Run `function` on a daemon thread; the future settles as it returns or raises.
-
-    A caller that stops waiting (cancelled) leaves the thread running, and the process may still
-    exit: a daemon thread does not hold it.
-    """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def settle(error: BaseException | None) -> None:
-        if done.done():  # the caller stopped waiting
-            return
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
-
-    def work() -> None:
-        error = None
-        try:
-            function()
-        except BaseException as raised:  # handed to the loop, which raises it in the caller
-            error = raised
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, error)
-
-    thread = threading.Thread(target=work, name=name, daemon=True)
-    thread.start()
-    return thread, done
 
 
 def write_port_file(path: Path, port: int) -> None:
@@ -355,7 +365,10 @@ async def serve(config: ServerConfig, signalled: list[int] | None = None) -> boo
     stopping.cancel()
     starting.result()  # a failed start raises here, with everything it opened closed
     await stop.wait()
-    _LOGGER.info("stopping: draining for up to %.1f s", config.grace_s)
+    _LOGGER.info(
+        "stopping: refusing new calls for %.1f s, draining for up to %.1f s",
+        min(config.drain_s, config.grace_s), config.grace_s,
+    )  # fmt: skip
     await server.stop()
     _LOGGER.info("stopped")
     return False
