@@ -70,6 +70,8 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
     subprocess.run(["bash", str(ROOT / "scripts" / "gen-protos.sh"), str(tmp_path)], check=True)
     generated = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*_pb2*"))
     assert [str(path) for path in generated] == [
+        "dcgan/oip/inference_pb2.py",
+        "dcgan/oip/inference_pb2.pyi",
         "dcgan/v1/generator_pb2.py",
         "dcgan/v1/generator_pb2.pyi",
         "dcgan/v1/generator_pb2_grpc.py",

@@ -270,8 +270,9 @@ class GeneratorServer:
         inference.add_to_server(inference.InferenceServicer(self.plane, self.metrics), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (SERVICE_NAME, REPOSITORY_SERVICE_NAME, inference.SERVICE_NAME, health.SERVICE_NAME)
-        names = (*names, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server, pool=inference.reflection_pool(names))
+        reflected = (*names, reflection.SERVICE_NAME)
+        pool = inference.reflection_pool(reflected)
+        reflection.enable_server_reflection(reflected, server, pool=pool)
         return server
 
     async def _set_health(self, status: int) -> None:
