@@ -10,7 +10,9 @@ import pytest
 
 from dcgan.eval.classifier import ClassifierReport, train_classifier
 from dcgan.train.data import DataSpec
-from tests.eval.support import ServerThread, export_run, train_run
+from tests.support.exports import export_run
+from tests.support.servers import ServerThread, server_config
+from tests.support.training import train_run
 
 TRAINED_STEPS = "300"
 
@@ -42,7 +44,7 @@ def trained_export(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def server(trained_export: Path) -> Iterator[ServerThread]:
-    running = ServerThread(trained_export)
+    running = ServerThread(server_config(trained_export))
     try:
         yield running
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,9 @@ from typer.testing import CliRunner
 from dcgan.eval.classifier import ClassifierReport
 from dcgan.eval.cli import app
 from dcgan.train.model import Generator, ModelConfig
-from tests.conftest import copy_mnist_subset
-from tests.eval.support import inception_torchscript
+from tests.support.data import copy_mnist_subset
+from tests.support.models import inception_torchscript
+from tests.support.servers import free_port
 
 
 def run(*arguments: str) -> tuple[int, str]:
@@ -37,14 +37,6 @@ def digits(classifier: ClassifierReport, data: Path, tmp_path: Path) -> list[str
         "--dataset", "folder", "--data-root", str(data), "--features", "digits",
         "--classifier", str(classifier.path), "--cache-dir", str(tmp_path / "cache"),
     ]  # fmt: skip
-
-
-def free_port() -> int:
-    """A loopback port that nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.mark.parametrize(

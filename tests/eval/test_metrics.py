@@ -15,8 +15,8 @@ from dcgan.eval.features import FeatureNetwork, inception_network
 from dcgan.eval.metrics import compute_metrics
 from dcgan.eval.reference import load_reference
 from dcgan.train.data import DataSpec
-from tests.conftest import copy_mnist_subset
-from tests.eval.support import inception_torchscript
+from tests.support.data import copy_mnist_subset
+from tests.support.models import inception_torchscript
 
 
 def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from dcgan.eval.cli import app
 from dcgan.eval.probe import probe, split_folder
 from dcgan.train.model import Generator, ModelConfig
-from tests.eval.support import train_run
+from tests.support.training import train_run
 
 
 def rows_by_features(rows: list[dict], per_class: int) -> dict[str, dict]:  # type: ignore[type-arg]

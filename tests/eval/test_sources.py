@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from dcgan.eval.classifier import ClassifierReport
 from dcgan.eval.cli import app
-from tests.eval.support import ServerThread
+from tests.support.servers import ServerThread
 
 SAMPLES = "1000"
 

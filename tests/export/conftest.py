@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.export.exports import SMALL, Exported, export_once
+from tests.support.exports import SMALL, Exported, export_once
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,8 @@ from dcgan.export.sources import STATE_DICT_DEFAULTS
 from dcgan.train.checkpoint import load_checkpoint
 from dcgan.train.runlog import score_rows
 from dcgan.train.train import resolve_config, train
-from tests.export.exports import SMALL, SMALL_FLAGS, examples_state_dict
-from tests.train.cli_fuzz import (
+from tests.support.exports import SMALL, SMALL_FLAGS, examples_state_dict
+from tests.support.fuzz import (
     Param,
     Places,
     copy_places,
@@ -34,9 +34,8 @@ from tests.train.cli_fuzz import (
     params_of,
     run_case,
 )
-from tests.train.support import digits_classifier, rows, scored_run
-from tests.train.test_model import pytorch_examples_netd, pytorch_examples_netg
-from tests.train.test_train import TINY
+from tests.support.models import pytorch_examples_netd, pytorch_examples_netg
+from tests.support.training import TINY, digits_classifier, rows, scored_run
 
 
 def invoke(*args: str | Path) -> Result:

@@ -33,7 +33,7 @@ from dcgan.contract.manifest import (
 )
 from dcgan.contract.providers import ort
 from dcgan.export.export import OPSET
-from tests.export.exports import SMALL, Exported
+from tests.support.exports import SMALL, Exported
 
 
 def test_the_manifest_describes_model_interface_source_and_versions(small_export: Exported) -> None:

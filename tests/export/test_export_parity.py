@@ -31,7 +31,7 @@ from dcgan.export.parity import (
     to_pixels,
 )
 from dcgan.export.structure import STRUCTURE_CHECK, check_onnx_structure
-from tests.export.exports import Exported
+from tests.support.exports import Exported
 
 FLOAT, SERVING, FP16 = (ARTIFACT_FILES[kind] for kind in (ONNX, ONNX_SERVING, ONNX_FP16))
 

@@ -25,9 +25,9 @@ from dcgan.export import sample_cli
 from dcgan.train.checkpoint import load_checkpoint
 from dcgan.train.model import Generator, ModelConfig
 from dcgan.train.train import resolve_config, train
-from tests.cli_fuzz import Surface, fuzz, snapshot
-from tests.export.exports import Exported
-from tests.service.conftest import ServerThread, server_config
+from tests.support.exports import Exported
+from tests.support.fuzz import Surface, contents, fuzz
+from tests.support.servers import ServerThread, server_config
 
 
 def clean_env() -> dict[str, str | None]:
@@ -94,8 +94,8 @@ def test_an_export_gives_the_bytes_the_server_gives(
         assert drawn.exit_code == 0, drawn.output
         served_result = client("--target", served.target, *client_args, "--out", str(theirs / name))
         assert served_result.exit_code == 0, served_result.output
-        assert snapshot(mine) == snapshot(theirs), name
-        assert len(snapshot(mine)) == (301 if name == "pngs" else 1)
+        assert contents(mine) == contents(theirs), name
+        assert len(contents(mine)) == (301 if name == "pngs" else 1)
 
 
 def test_a_run_directory_and_its_checkpoint_run_the_pytorch_generator(
@@ -106,7 +106,7 @@ def test_a_run_directory_and_its_checkpoint_run_the_pytorch_generator(
         result = sample(str(source), "-n", "6", "--seed", "2", "--out", str(out))
         assert result.exit_code == 0, result.output
         assert result.output.strip().endswith(f"on PyTorch -> {out}")
-    assert snapshot(tmp_path / "run") == snapshot(tmp_path / "checkpoint")
+    assert contents(tmp_path / "run") == contents(tmp_path / "checkpoint")
     state = load_checkpoint(checkpoint)
     generator = Generator(ModelConfig.from_dict(state["model_config"]))
     generator.load_state_dict(state["generator"])

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from dcgan.train.checkpoint import load_checkpoint
-
-from ..train.test_train import assert_same_training_state, cli_args
+from tests.support.exports import make_export
+from tests.support.training import assert_same_training_state, cli_args
 
 TOTAL_STEPS = 30
 
@@ -231,8 +231,6 @@ def test_a_damaged_export_is_refused_at_start(
     elif damage == "corrupted":
         model.write_bytes(data[:1000] + bytes([data[1000] ^ 0x40]) + data[1001:])
     elif damage == "swapped":
-        from ..service.conftest import make_export
-
         other = make_export(tmp_path / "other", seed=1)
         shutil.copy(other / "generator_serving.onnx", model)
     elif damage == "missing":

@@ -21,10 +21,9 @@ from hypothesis import strategies as st
 
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
+from tests.support.latents import NZ
+from tests.support.servers import ServerThread
 
-from ..service.conftest import ServerThread
-
-NZ = 100
 LIMIT = 256  # max_latents_per_request of the test server
 OK, INVALID = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

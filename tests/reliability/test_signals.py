@@ -25,8 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
-
-from ..service.conftest import free_port
+from tests.support.servers import free_port
 
 PROMPT_S = 5.0  # from the signal to the exit, on a loaded 2-core machine
 SIGNAL_LATENCY_S = 0.25  # from sending a signal to its handler running, at the most

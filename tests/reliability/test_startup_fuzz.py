@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from ..service.conftest import damaged_export, free_port
+from tests.support.exports import damaged_export
+from tests.support.servers import free_port
 
 RUNS = 40
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (DEBUG|INFO|WARNING) dcgan\.")

@@ -18,9 +18,8 @@ from typer.testing import CliRunner, Result
 
 from dcgan.clients import bench
 from dcgan.service.options import RequestLimits
-from tests.cli_fuzz import Surface, fuzz
-
-from .conftest import ServerThread
+from tests.support.fuzz import Surface, fuzz
+from tests.support.servers import ServerThread
 
 TOKEN = "bench-token"
 

@@ -20,9 +20,8 @@ from typer.testing import CliRunner, Result
 from dcgan.clients import cli
 from dcgan.clients.client import GeneratorClient
 from dcgan.clients.outputs import RULE
-from tests.cli_fuzz import Surface, fuzz
-
-from .conftest import ServerThread
+from tests.support.fuzz import Surface, fuzz
+from tests.support.servers import ServerThread
 
 CLOSED = "127.0.0.1:1"  # nothing listens there: a call fails at once
 CELL = 64 + 2  # a 64x64 image and the gap of a grid

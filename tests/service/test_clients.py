@@ -17,9 +17,8 @@ from PIL import Image
 from dcgan.clients.client import AsyncGeneratorClient, GeneratorClient
 from dcgan.clients.codec import to_pil
 from dcgan.contract.seeded import seeded_latents
-
-from .conftest import ServerThread
-from .test_server import direct
+from tests.support.latents import direct
+from tests.support.servers import ServerThread
 
 
 def test_sync_client_generates_walks_and_reports(server: ServerThread, export_dir: Path) -> None:

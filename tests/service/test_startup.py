@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from dcgan.contract.providers import NVIDIA_CONTROL_DEVICE
-
-from .conftest import damaged_export, free_port
+from tests.support.exports import damaged_export
+from tests.support.servers import free_port
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (DEBUG|INFO|WARNING) dcgan\.")
 CORES = len(os.sched_getaffinity(0))  # the cores this process may run on

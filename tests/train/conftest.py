@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.support import digits_classifier
+from tests.support.training import digits_classifier
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from dcgan.train.checkpoint import load_checkpoint
 from dcgan.train.cli import app
 from dcgan.train.config import TrainConfig
 from dcgan.train.train import Plan, resolve_config, train
-from tests.train.test_train import TINY
+from tests.support.training import TINY
 
 NOT_OPTIONS = {"beta2"}  # fixed at the paper's value: no option
 NO_DEFAULT = {"data_root"}  # required for folder, unused by the others

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from dcgan.train.cli import app
 from dcgan.train.config import TrainConfig
-from tests.train.cli_fuzz import (
+from tests.support.fuzz import (
     Case,
     Param,
     Places,
@@ -26,7 +26,7 @@ from tests.train.cli_fuzz import (
     params_of,
     run_case,
 )
-from tests.train.support import digits_classifier
+from tests.support.training import digits_classifier
 
 TRAIN_PARAMS = params_of(app)
 CLASSIFIER = "classifier.pt"

@@ -22,8 +22,14 @@ from dcgan.train.inspection import inspect_path
 from dcgan.train.model import Generator, ModelConfig, init_weights
 from dcgan.train.runlog import score_rows
 from dcgan.train.train import resolve_config, train
-from tests.train.support import TINY_SCORED, rows, scored_run, without_timings
-from tests.train.test_train import TINY, assert_same_training_state
+from tests.support.training import (
+    TINY,
+    TINY_SCORED,
+    assert_same_training_state,
+    rows,
+    scored_run,
+    without_timings,
+)
 
 
 def test_the_metric_choices_are_those_dcgan_eval_computes() -> None:

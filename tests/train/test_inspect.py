@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from dcgan.train.checkpoint import load_checkpoint
 from dcgan.train.cli import app
 from dcgan.train.train import resolve_config, train
-from tests.train.test_train import TINY
+from tests.support.training import TINY
 
 
 @pytest.fixture

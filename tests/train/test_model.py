@@ -9,63 +9,7 @@ import torch
 from torch import nn
 
 from dcgan.train.model import Discriminator, Generator, ModelConfig, init_weights
-
-
-def pytorch_examples_netg(nz: int = 100, ngf: int = 64, nc: int = 3) -> nn.Module:
-    """The generator of pytorch/examples dcgan/main.py and the PyTorch DCGAN tutorial, verbatim."""
-
-    class NetG(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.main = nn.Sequential(
-                nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),
-                nn.BatchNorm2d(ngf * 8),
-                nn.ReLU(True),
-                nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ngf * 4),
-                nn.ReLU(True),
-                nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ngf * 2),
-                nn.ReLU(True),
-                nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ngf),
-                nn.ReLU(True),
-                nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
-                nn.Tanh(),
-            )
-
-        def forward(self, z: torch.Tensor) -> torch.Tensor:
-            out: torch.Tensor = self.main(z)
-            return out
-
-    return NetG()
-
-
-def pytorch_examples_netd(ndf: int = 64, nc: int = 3) -> nn.Module:
-    class NetD(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.main = nn.Sequential(
-                nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
-                nn.LeakyReLU(0.2, inplace=True),
-                nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ndf * 2),
-                nn.LeakyReLU(0.2, inplace=True),
-                nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ndf * 4),
-                nn.LeakyReLU(0.2, inplace=True),
-                nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ndf * 8),
-                nn.LeakyReLU(0.2, inplace=True),
-                nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
-                nn.Sigmoid(),
-            )
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out: torch.Tensor = self.main(x)
-            return out.view(-1, 1).squeeze(1)
-
-    return NetD()
+from tests.support.models import pytorch_examples_netd, pytorch_examples_netg
 
 
 @pytest.mark.parametrize("image_size", [32, 64, 128])

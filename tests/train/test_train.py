@@ -10,47 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from dcgan.train.checkpoint import find_resume_point, load_checkpoint
-from dcgan.train.config import TrainConfig
 from dcgan.train.train import ConfigError, resolve_config, train
-
-TINY = {
-    "dataset": "folder",
-    "image_size": 32,
-    "nz": 16,
-    "ngf": 8,
-    "ndf": 8,
-    "batch_size": 32,
-    "workers": 0,
-    "log_every": 4,
-    "samples": 16,
-}  # 256 images / 32 = 8 steps an epoch
-
-
-def tiny(data: Path, out: Path, **overrides: Any) -> TrainConfig:
-    return resolve_config({**TINY, "data_root": str(data), "out": str(out), **overrides})
-
-
-def assert_same_training_state(a: dict[str, Any], b: dict[str, Any]) -> None:
-    for key in ("generator", "discriminator"):
-        for name, tensor in a[key].items():
-            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs"
-    for key in ("optimizer_g", "optimizer_d"):
-        for index, slots in a[key]["state"].items():
-            for slot, tensor in slots.items():
-                assert torch.equal(tensor, b[key]["state"][index][slot]), (
-                    f"{key} {index} {slot} differs"
-                )
-    assert (a["step"], a["epoch"], a["batch_in_epoch"]) == (
-        b["step"],
-        b["epoch"],
-        b["batch_in_epoch"],
-    )
+from tests.support.training import assert_same_training_state, cli_args, run_cli, tiny
 
 
 def test_a_run_leaves_checkpoints_grids_metrics_and_logs(
@@ -113,21 +79,6 @@ def test_resume_keeps_the_run_identity(mnist_subset: Path, tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="has nz=16; drop --nz"):
         resolve_config({"nz": 32}, state["train_config"])
     assert resolve_config({"max_steps": 9}, state["train_config"]).nz == 16
-
-
-def run_cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dcgan.train", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kwargs,
-    )
-
-
-def cli_args(data: Path, out: Path, *extra: str) -> list[str]:
-    args = [f"--{key.replace('_', '-')}={value}" for key, value in TINY.items()]
-    return [*args, f"--data-root={data}", f"--out={out}", *extra]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
