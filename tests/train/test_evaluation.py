@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -270,3 +271,40 @@ def test_without_dcgan_eval_a_run_trains_and_eval_every_says_how_to_install_it(
     assert not (tmp_path / "scored").exists()
     plain = CliRunner().invoke(app, [*base, data, f"--out={tmp_path / 'plain'}", "--max-steps=2"])
     assert plain.exit_code == 0, plain.output
+
+
+@pytest.mark.slow
+def test_under_ddp_rank_0_alone_scores_and_the_ranks_train_as_unscored(
+    mnist_subset: Path, classifier: Path, tmp_path: Path
+) -> None:
+    def torchrun(out: Path, *extra: str) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+        ]
+        args = [f"--{key.replace('_', '-')}={value}" for key, value in TINY.items()]
+        args += [f"--data-root={mnist_subset}", f"--out={out}", "--epochs=2", "--device=cpu"]
+        result = subprocess.run(
+            [*command, "-m", "dcgan.train", *args, *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    torchrun(
+        tmp_path / "scored",
+        "--eval-every=1",
+        f"--eval-classifier={classifier}",
+        "--eval-samples=100",
+    )
+    torchrun(tmp_path / "plain")
+    scores = score_rows(rows(tmp_path / "scored" / "metrics.jsonl"))
+    assert [row["step"] for row in scores] == [8, 16]  # once each: rank 0 writes
+    assert (tmp_path / "scored" / "checkpoints" / "best.pt").is_file()
+    assert_same_training_state(
+        load_checkpoint(tmp_path / "scored"), load_checkpoint(tmp_path / "plain")
+    )
