@@ -9,6 +9,7 @@ import typer
 
 from dcgan.contract.check_results import ParityResult, SkippedCheck
 from dcgan.contract.commands import PARITY_FAILED, entry_point, fail, usage_error, version_option
+from dcgan.contract.manifest import MODEL_NAME
 from dcgan.export.shape_defaults import STATE_DICT_DEFAULTS
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 SHAPE = "Shape of a bare state_dict (ours carry theirs)"
+REPOSITORY = "Model repository"
 
 
 def shape_option(text: str, field: str) -> Any:
@@ -55,6 +57,7 @@ def check_shape_options(shape: dict[str, int | None]) -> None:
 
 @app.command()
 def main(
+    context: typer.Context,
     checkpoint: Annotated[
         Path,
         typer.Argument(
@@ -85,6 +88,19 @@ def main(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an EXPORT_DIR that holds other files.")
     ] = False,
+    repository: Annotated[
+        Path | None,
+        typer.Option(
+            help="A model repository (dcgan-serve --model-repository): write the next version "
+            "of --name there, DIR/NAME/<newest + 1>/, instead of --out.",
+            parser=path_value,
+            rich_help_panel=REPOSITORY,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="The model's folder in --repository.", rich_help_panel=REPOSITORY),
+    ] = None,
     nz: Annotated[int | None, shape_option("Latent size.", "nz")] = None,
     ngf: Annotated[int | None, shape_option("Generator width.", "ngf")] = None,
     channels: Annotated[int | None, shape_option("1 or 3.", "channels")] = None,
@@ -98,9 +114,10 @@ def main(
     Exit codes: 0 done, 1 bad input, 2 bad options, 3 a parity check failed.
 
     Example: dcgan-export runs/mnist --out exports/mnist
+    Example: dcgan-export runs/mnist --repository models --name mnist   (models/mnist/<next>/)
     """
     from dcgan.contract.manifest import ONNX, TORCHSCRIPT
-    from dcgan.export.export import ExportError, artifact_kinds, export_generator
+    from dcgan.export.export import ExportError, artifact_kinds, export_generator, export_version
     from dcgan.export.parity import ParityError
     from dcgan.export.sources import SourceError, best_checkpoint
 
@@ -114,9 +131,15 @@ def main(
         raise usage_error(str(error)) from None
     shape = {"nz": nz, "ngf": ngf, "channels": channels, "image_size": image_size}
     check_shape_options(shape)
+    check_repository_options(context, repository, name, force)
     try:
         source = best_checkpoint(checkpoint) if best else checkpoint
-        manifest = export_generator(source, out, formats, fp16=fp16, force=force, shape=shape)
+        if repository is not None and name is not None:
+            manifest, out = export_version(
+                source, repository, name, formats, fp16=fp16, shape=shape
+            )
+        else:
+            manifest = export_generator(source, out, formats, fp16=fp16, force=force, shape=shape)
     except (SourceError, ExportError) as error:
         raise fail(str(error)) from None
     except ParityError as error:
@@ -124,6 +147,29 @@ def main(
     except OSError as error:
         raise fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")) from None
     typer.echo(summary(manifest, out))
+
+
+def check_repository_options(
+    context: typer.Context, repository: Path | None, name: str | None, force: bool
+) -> None:
+    """--repository and --name go together, and exclude --out and --force (a version is new)."""
+    if repository is None and name is None:
+        return
+    if repository is None or name is None:
+        given, missing = (
+            ("--name", "--repository") if repository is None else ("--repository", "--name")
+        )
+        raise usage_error(f"{given} needs {missing}: a version is written to DIR/NAME/<next>/")
+    source = context.get_parameter_source("out")
+    if source is not None and source.name != "DEFAULT":  # given on the command line or by env
+        raise usage_error("give --out or --repository, not both")
+    if force:
+        raise usage_error("--force replaces an EXPORT_DIR; --repository always adds a new version")
+    if not MODEL_NAME.fullmatch(name):
+        raise usage_error(
+            f"--name {name!r} is no model name: letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit, at most 128"
+        )
 
 
 def summary(manifest: Manifest, out: Path) -> str:

@@ -3,11 +3,16 @@
 Everything is written to a temporary directory beside EXPORT_DIR and checked there; only an
 export that passed every parity check is renamed into place, so EXPORT_DIR never holds a
 half-written or unproven artifact, and an existing one is replaced (--force) only on success.
+
+Into a model repository (`--repository DIR --name NAME`) the export becomes the model's next
+version, DIR/NAME/<newest + 1>/: staged in a hidden folder inside DIR/NAME (which a server's scan
+skips), proved there, and renamed into place, so a server polling DIR never sees it half-written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import platform
 import secrets
@@ -27,6 +32,7 @@ from onnx import helper, numpy_helper
 from dcgan.contract.manifest import (
     ARTIFACT_FILES,
     MANIFEST,
+    MODEL_NAME,
     ONNX,
     ONNX_FP16,
     ONNX_SERVING,
@@ -37,6 +43,7 @@ from dcgan.contract.manifest import (
     OnnxInterface,
     artifact_record,
     onnx_metadata,
+    version_number,
 )
 from dcgan.contract.providers import ort
 from dcgan.export.batchnorm_fp16 import Float16Generator, fold_batchnorm
@@ -83,23 +90,69 @@ def export_generator(
     try:
         staging = make_staging_dir(out_dir)
         try:
-            manifest = write_artifacts(loaded, staging, kinds)
-            results = run_parity(loaded.generator, staging, manifest, batch_sizes)
-            failed = failures(results)
-            if failed:
-                raise ParityError(failed)
-            manifest = replace(manifest, parity=results)
-            (staging / MANIFEST).write_text(manifest.to_json())
+            manifest = prove(loaded, staging, kinds, batch_sizes)
             install(staging, out_dir, force)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     except BaseException:
-        for directory in new_parents:  # the parents make_staging_dir created, deepest first
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+        remove_new(new_parents)
         raise
     return manifest
+
+
+def export_version(
+    source: Path,
+    repository: Path,
+    name: str,
+    formats: Collection[str] = FORMATS,
+    *,
+    shape: dict[str, int | None] | None = None,
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+    fp16: bool = False,
+) -> tuple[Manifest, Path]:
+    """Export the generator in `source` as the next version of model `name` in `repository`:
+    DIR/NAME/<newest + 1>/, staged, proved and renamed into place. Returns the manifest and the
+    version's directory. Raises as export_generator does; nothing is left behind on failure.
+    """
+    kinds = artifact_kinds(formats, fp16)
+    model_dir = repository.resolve() / name
+    check_repository(repository, name)
+    loaded = load_generator(source, shape)
+    new_parents = missing_directories(model_dir)
+    try:
+        staging = make_staging_dir(model_dir / "version")  # hidden, inside DIR/NAME
+        try:
+            manifest = prove(loaded, staging, kinds, batch_sizes)
+            target = install_version(staging, model_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    except BaseException:
+        remove_new(new_parents)
+        raise
+    return manifest, target
+
+
+def prove(
+    loaded: LoadedGenerator, staging: Path, kinds: list[str], batch_sizes: tuple[int, ...]
+) -> Manifest:
+    """Write the artifacts into `staging`, prove their parity, then write the manifest."""
+    manifest = write_artifacts(loaded, staging, kinds)
+    results = run_parity(loaded.generator, staging, manifest, batch_sizes)
+    failed = failures(results)
+    if failed:
+        raise ParityError(failed)
+    manifest = replace(manifest, parity=results)
+    (staging / MANIFEST).write_text(manifest.to_json())
+    return manifest
+
+
+def remove_new(directories: list[Path]) -> None:
+    """Remove the parents an export created (deepest first), if they are still empty."""
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 # ----------------------------------------------------------------------------- artifacts
@@ -260,6 +313,54 @@ def check_target(out_dir: Path, source: Path, force: bool) -> None:
         raise ExportError(f"the checkpoint {source} lies inside {out_dir}: --force would delete it")
 
 
+def check_repository(repository: Path, name: str) -> None:
+    """Refuse, before any work, a model name a server would skip, or files where folders go."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ExportError(
+            f"--name {name!r} is no model name: letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit, at most 128"
+        )
+    for path in (repository, repository / name):
+        if path.exists() and not path.is_dir():
+            raise ExportError(f"{path} exists and is not a directory")
+
+
+def next_version(model_dir: Path) -> int:
+    """One more than the newest version folder in `model_dir` (1 for none)."""
+    versions = [
+        number
+        for entry in (model_dir.iterdir() if model_dir.is_dir() else [])
+        if entry.is_dir() and (number := version_number(entry.name)) is not None
+    ]
+    return max(versions, default=0) + 1
+
+
+def install_version(staging: Path, model_dir: Path) -> Path:
+    """Make `staging` durable, then rename it to the model's next version; returns that path.
+
+    Another export that took the same number first makes the rename fail (its folder is not
+    empty): the next number is tried.
+    """
+    make_durable(staging)
+    while True:
+        target = model_dir / str(next_version(model_dir))
+        try:
+            os.rename(staging, target)
+        except OSError as error:
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                continue
+            raise
+        fsync_dir(model_dir)
+        return target
+
+
+def make_durable(staging: Path) -> None:
+    for path in staging.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    fsync_dir(staging)
+
+
 def missing_directories(directory: Path) -> list[Path]:
     """`directory` and those of its parents that do not exist yet, deepest first."""
     missing = []
@@ -296,10 +397,7 @@ def install(staging: Path, out_dir: Path, force: bool) -> None:
     that appeared in `out_dir` since check_target stays; with it, the old directory is moved
     aside and deleted only once the new one is in place.
     """
-    for path in staging.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-    fsync_dir(staging)
+    make_durable(staging)
     old = staging.with_name(staging.name + ".old") if force and out_dir.exists() else None
     if old is not None:
         os.rename(out_dir, old)
