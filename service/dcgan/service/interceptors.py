@@ -193,11 +193,13 @@ class StatusMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     responses = behavior(request, context)
                     try:
                         async for response in responses:
+                            # Counted as sent once handed to grpc: a cut that lands while the
+                            # write is under way still lets grpc deliver it before the status.
+                            sent += 1
                             try:
                                 await context.write(response)
                             except Exception:  # grpc's writer: the call has ended already
                                 raise _CallerGone from None
-                            sent += 1
                     finally:
                         await responses.aclose()  # cancels the chunks still computing
             except (Exception, asyncio.CancelledError) as error:
