@@ -20,6 +20,7 @@ from tests.support.exports import make_export
 from tests.support.training import assert_same_training_state, cli_args
 
 TOTAL_STEPS = 30
+KEEP = 2  # step files kept by --keep
 
 
 def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
@@ -28,14 +29,16 @@ def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
 
 
 def train_process(data: Path, run: Path, *extra: str, **kwargs: Any) -> subprocess.Popen[str]:
-    args = cli_args(data, run, "--save-every=1", "--keep=2", f"--max-steps={TOTAL_STEPS}", *extra)
+    args = cli_args(
+        data, run, "--save-every=1", f"--keep={KEEP}", f"--max-steps={TOTAL_STEPS}", *extra
+    )
     if (run / "checkpoints" / "latest.pt").exists():
         args = [
             "--resume",
             str(run),
             f"--max-steps={TOTAL_STEPS}",
             "--save-every=1",
-            "--keep=2",
+            f"--keep={KEEP}",
             *extra,
         ]
     return subprocess.Popen(
@@ -81,9 +84,18 @@ def kill_while_training(
     process.wait()
 
 
+def step_numbers(run: Path) -> list[int]:
+    """The steps of the run's step files, oldest first."""
+    checkpoints = run / "checkpoints"
+    names = os.listdir(checkpoints) if checkpoints.is_dir() else []
+    return sorted(int(name[5:-3]) for name in names if name.startswith("step-"))
+
+
 def test_sigkill_at_random_moments_never_loses_a_checkpoint(
     mnist_subset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Each save writes its step file, then prunes to the newest KEEP: a kill between the two
+    leaves one more, and a resumed run's first complete save prunes it."""
     reference = tmp_path / "reference"
     straight = train_process(mnist_subset, reference)
     assert straight.wait(300) == 0, straight.communicate()[1]
@@ -92,7 +104,11 @@ def test_sigkill_at_random_moments_never_loses_a_checkpoint(
     rng = random.Random(7)
     steps_seen = []
     mid_write = 0
+    most = KEEP  # the step files a round may leave: KEEP, plus one for each unpruned save
     for round_ in range(6):
+        resumed_from = (
+            load_checkpoint(run)["step"] if (run / "checkpoints" / "latest.pt").exists() else 0
+        )
         process = train_process(mnist_subset, run, "--log-every=1")
         if round_ % 2:  # every other kill lands inside a checkpoint write
             mid_write += kill_while_writing(run, process, skip=rng.randrange(1, 4))
@@ -101,23 +117,23 @@ def test_sigkill_at_random_moments_never_loses_a_checkpoint(
         if (run / "checkpoints" / "latest.pt").exists():
             state = load_checkpoint(run)  # latest always loads: verified, complete
             steps_seen.append(state["step"])
-        leftovers = (
-            [name for name in os.listdir(run / "checkpoints")]
-            if (run / "checkpoints").exists()
-            else []
-        )
-        assert len([name for name in leftovers if name.startswith("step-")]) <= 3
+        steps = step_numbers(run)
+        # two saves of this round: the first of them pruned to KEEP before the second was written
+        most = KEEP + 1 if len([step for step in steps if step > resumed_from]) >= 2 else most + 1
+        assert len(steps) <= most, (round_, resumed_from, steps)
     assert mid_write >= 2
     assert len(steps_seen) >= 3 and steps_seen == sorted(steps_seen)
     final = train_process(mnist_subset, run)
     assert final.wait(300) == 0, final.communicate()[1]
     finished = load_checkpoint(run)
     assert finished["step"] == TOTAL_STEPS
+    assert step_numbers(run) == list(range(TOTAL_STEPS - KEEP + 1, TOTAL_STEPS + 1))  # pruned back
     assert_same_training_state(load_checkpoint(reference), finished)
     report(
         capsys,
         f"training kills: 6 SIGKILLs ({mid_write} inside a checkpoint write), latest loaded after each "
-        f"(steps {steps_seen}); resumed to step {TOTAL_STEPS}, bitwise equal to an uninterrupted run",
+        f"(steps {steps_seen}); resumed to step {TOTAL_STEPS}, bitwise equal to an uninterrupted run, "
+        f"{KEEP} step files kept",
     )
 
 
