@@ -19,9 +19,9 @@ from tests.e2e.compose import ROOT, compose_config
 pytestmark = pytest.mark.e2e
 
 SERVERS = ("serve", "serve-gpu")
-# What compose sets itself: the export directory in the `models` volume (named by DCGAN_MODEL),
-# every interface, and for the GPU flavour its device (named by DCGAN_GPU_DEVICE).
-OWN = {"DCGAN_MODEL_DIR": "/models/dcgan", "DCGAN_HOST": "0.0.0.0"}
+# What compose sets itself: the `models` volume as a polled model repository, every interface,
+# and for the GPU flavour its device (named by DCGAN_GPU_DEVICE).
+OWN = {"DCGAN_MODEL_REPOSITORY": "/models", "DCGAN_MODEL_CONTROL": "poll", "DCGAN_HOST": "0.0.0.0"}
 GPU_OWN = OWN | {"DCGAN_DEVICE": "cuda"}
 # The settings README's "Deployment with Docker" names.
 README_KNOBS = {
@@ -77,7 +77,7 @@ def set_values(environment: dict[str, Any]) -> dict[str, str]:
     return {name: value for name, value in environment.items() if value is not None}
 
 
-def test_with_no_dcgan_variable_set_compose_sets_only_the_model_dir_and_the_host(
+def test_with_no_dcgan_variable_set_compose_sets_only_the_repository_and_the_host(
     tmp_path: Path,
 ) -> None:
     environment = servers_environment(tmp_path, {})
@@ -91,11 +91,9 @@ def test_every_dcgan_serve_variable_set_in_the_shell_reaches_both_servers(tmp_pa
     environment = servers_environment(tmp_path, shell)
     passed = {name: value for name, value in shell.items() if name not in NOT_PASSED}
     assert passed.keys() >= README_KNOBS
-    assert set_values(environment["serve"]) == passed | {"DCGAN_MODEL_DIR": "/models/dcgan"}
-    assert set_values(environment["serve-gpu"]) == passed | {
-        "DCGAN_MODEL_DIR": "/models/dcgan",
-        "DCGAN_DEVICE": "cuda",
-    }
+    repository = {"DCGAN_MODEL_REPOSITORY": "/models"}
+    assert set_values(environment["serve"]) == passed | repository
+    assert set_values(environment["serve-gpu"]) == passed | repository | {"DCGAN_DEVICE": "cuda"}
 
 
 def test_a_variable_from_the_env_file_reaches_the_servers_and_dcgan_model_names_the_export(
@@ -106,7 +104,11 @@ def test_a_variable_from_the_env_file_reaches_the_servers_and_dcgan_model_names_
     )
     for name in SERVERS:
         assert set_values(environment[name])["DCGAN_MAX_BATCH_SIZE"] == "8"
-        assert set_values(environment[name])["DCGAN_MODEL_DIR"] == "/models/run2"
+    env_file = tmp_path / "test.env"
+    config = compose_config([ROOT / "docker-compose.yml"], {"DCGAN_MODEL": "run2"}, env_file,
+                            profiles=["train"])  # fmt: skip
+    command = config["services"]["export"]["command"]
+    assert command[1:] == ["--repository", "/models", "--name", "run2"]  # its next version
 
 
 def test_the_published_ports_follow_dcgan_port_and_default_to_the_servers_default(

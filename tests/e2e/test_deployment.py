@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
+import time
 
 import grpc
 import numpy as np
@@ -17,6 +19,8 @@ from PIL import Image
 
 from dcgan.clients.client import GeneratorClient
 from dcgan.contract.manifest import ONNX_SERVING, Manifest
+from dcgan.v1 import generator_pb2 as pb
+from dcgan.v1 import generator_pb2_grpc as pb_grpc
 from tests.e2e.compose import (
     MAX_BATCH_SIZE,
     METRICS_PORT,
@@ -54,10 +58,10 @@ def test_the_export_job_installs_the_serving_graph_its_manifest_names(
     compose: Compose, exported: str
 ) -> None:
     models = compose.volume("models")
-    manifest = Manifest.from_dict(json.loads(volume_file(models, "dcgan/manifest.json")))
+    manifest = Manifest.from_dict(json.loads(volume_file(models, "dcgan/1/manifest.json")))
     name = manifest.file_of(ONNX_SERVING)
     assert name == "generator_serving.onnx"
-    graph = volume_file(models, f"dcgan/{name}")
+    graph = volume_file(models, f"dcgan/1/{name}")
     assert hashlib.sha256(graph).hexdigest() == manifest.artifacts[name].sha256
     assert manifest.source.step == TRAIN_STEPS
 
@@ -75,11 +79,12 @@ def test_the_server_serves_the_exported_model_with_the_settings_compose_passed(
     compose: Compose, serving: Replica
 ) -> None:
     manifest = Manifest.from_dict(
-        json.loads(volume_file(compose.volume("models"), "dcgan/manifest.json"))
+        json.loads(volume_file(compose.volume("models"), "dcgan/1/manifest.json"))
     )
     with GeneratorClient(serving.target, timeout=10) as client:
         info = client.info()
     assert info["model_sha256"] == manifest.artifacts["generator_serving.onnx"].sha256
+    assert (info["model_name"], info["model_version"]) == ("dcgan", 1)
     assert info["source_step"] == TRAIN_STEPS
     assert info["max_batch_size"] == MAX_BATCH_SIZE  # DCGAN_MAX_BATCH_SIZE, set for the tests
     assert info["max_queue_delay_us"] == 2000  # the others unset: the server's own defaults
@@ -90,7 +95,8 @@ def test_the_server_process_gets_only_the_dcgan_variables_that_are_set(
     serving: Replica,
 ) -> None:
     assert dcgan_variables(process_environ(serving.container)) == {
-        "DCGAN_MODEL_DIR": "/models/dcgan",  # docker-compose.yml
+        "DCGAN_MODEL_REPOSITORY": "/models",  # docker-compose.yml
+        "DCGAN_MODEL_CONTROL": "poll",
         "DCGAN_HOST": "127.0.0.1",  # docker/compose.e2e.yml
         "DCGAN_PORT": f"{PORT}-{PORT}",
         "DCGAN_METRICS_PORT": str(METRICS_PORT),
@@ -154,6 +160,46 @@ def test_the_serve_container_has_a_read_only_root_and_a_read_only_model_volume(
     assert record["HostConfig"]["ReadonlyRootfs"] is True
     (models,) = [mount for mount in record["Mounts"] if mount["Destination"] == "/models"]
     assert models["RW"] is False
+
+
+# ---------------------------------------------------------------------------- a new version
+
+
+def test_a_version_the_export_job_adds_goes_live_under_load_with_no_failed_call(
+    compose: Compose, serving: Replica
+) -> None:
+    """The export job run again while a client that does not retry keeps calling: the server
+    polls the `models` volume, loads version 2 beside version 1 and swaps; no call fails."""
+    stop = threading.Event()
+    outcomes: list[tuple[str, int]] = []
+
+    def call() -> None:
+        stub = pb_grpc.GeneratorStub(grpc.insecure_channel(serving.target))
+        request = pb.GenerateRequest(seeded=pb.SeededLatents(count=4, seed=1))
+        while not stop.is_set():
+            try:
+                outcomes.append(("OK", stub.Generate(request, timeout=30).model_version))
+            except grpc.RpcError as error:
+                outcomes.append((error.code().name, 0))
+
+    callers = [threading.Thread(target=call) for _ in range(8)]
+    for caller in callers:
+        caller.start()
+    try:
+        compose("run", "--rm", "-T", "export", timeout=300)
+        deadline = time.monotonic() + 60  # the poll (DCGAN_POLL_S, 5 s), the load, the warm-up
+        while not any(version == 2 for _, version in outcomes[-8:]):
+            assert time.monotonic() < deadline, "version 2 never answered"
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(60)
+    assert [outcome for outcome in outcomes if outcome[0] != "OK"] == []
+    assert {version for _, version in outcomes} == {1, 2}
+    assert {version for _, version in outcomes[-8:]} == {2}  # only the newest answers now
+    assert "/v/dcgan/2/manifest.json" in volume_files(compose.volume("models"))
 
 
 # ---------------------------------------------------------------------------- scale
