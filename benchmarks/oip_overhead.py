@@ -5,7 +5,8 @@ One dcgan-serve process; this process loads it over both protocols with the same
 requests are serialised once beforehand and the answers read as bytes, so that the client does
 the same work for both and what differs is the server's: decoding the request, the tensors'
 checks, encoding the answer. Same latents, same outputs (uint8 pixels only), same batcher.
-Rounds alternate between the protocols (A B A B ...), so that a noisy neighbour hits both alike.
+Rounds alternate between the protocols (A B, B A, A B ...), so that a noisy neighbour and the
+order hit both alike; each round's pair gives a ratio, and the median ratio is reported too.
 Scenarios, as benchmarks/serve_throughput.py's:
   - concurrency 32, one latent per request (the target: ModelInfer within 5% of Generate);
   - concurrency 8, 64 latents per request;
@@ -92,13 +93,20 @@ async def measure(
                 await load(channel, method, bodies[method], concurrency, 1.0)
             times: dict[str, list[float]] = {name: [] for name in PROTOCOLS}
             spent = dict.fromkeys(PROTOCOLS, 0.0)
-            for _ in range(rounds):
-                for name, method in PROTOCOLS.items():
+            ratios = []  # each round's ModelInfer calls/s over its Generate calls/s
+            for round_number in range(rounds):
+                rates = {}
+                order = list(PROTOCOLS.items())
+                for name, method in order[::-1] if round_number % 2 else order:
                     started = time.perf_counter()
-                    times[name] += await load(
+                    answered = await load(
                         channel, method, bodies[method], concurrency, seconds / rounds
                     )
-                    spent[name] += time.perf_counter() - started
+                    elapsed = time.perf_counter() - started
+                    times[name] += answered
+                    spent[name] += elapsed
+                    rates[method] = len(answered) / elapsed
+                ratios.append(rates[MODEL_INFER] / rates[GENERATE])
             results[label] = {
                 name: {
                     "images_per_s": latents * len(times[name]) / spent[name],
@@ -108,6 +116,7 @@ async def measure(
                 }
                 for name in PROTOCOLS
             }
+            results[label]["round_ratios"] = {"each": ratios, "median": float(np.median(ratios))}
     return results
 
 
@@ -116,13 +125,19 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         f"{'scenario':<16} {'protocol':<18} {'img/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'calls':>7}"
     ]
     for label, by_protocol in results.items():
-        for name, level in by_protocol.items():
+        for name in PROTOCOLS:
+            level = by_protocol[name]
             lines.append(
                 f"{label:<16} {name:<18} {level['images_per_s']:9.1f} {level['p50_ms']:8.3f} "
                 f"{level['p99_ms']:8.3f} {level['calls']:7d}"
             )
         generate, infer = (by_protocol[name]["images_per_s"] for name in PROTOCOLS)
-        lines.append(f"{label:<16} ModelInfer / Generate throughput: {infer / generate:.3f}")
+        rounds = by_protocol["round_ratios"]
+        lines.append(
+            f"{label:<16} ModelInfer / Generate throughput: {infer / generate:.3f} overall, "
+            f"{rounds['median']:.3f} the median of {len(rounds['each'])} paired rounds "
+            f"({min(rounds['each']):.3f} to {max(rounds['each']):.3f})"
+        )
     return "\n".join(lines)
 
 

@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as triton_pb
 
 from dcgan.oip import inference_pb2 as oip
-
-from ..service.conftest import ServerThread
+from tests.support.servers import ServerThread
 
 NZ = 100
 LIMIT = 256  # max_latents_per_request of the test server

@@ -9,6 +9,7 @@ The servicer (dcgan.service.inference) converts protobuf to these calls and back
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -190,7 +191,7 @@ class InferencePlane:
         check_latents(latents, limits.max_latents_per_request)
         spec = served.spec
         per_image = sum(
-            int(np.prod(output_shape(spec, name))) * (4 if DATATYPES[name] == FP32 else 1)
+            math.prod(output_shape(spec, name)) * (4 if DATATYPES[name] == FP32 else 1)
             for name in outputs
         )
         size = len(latents) * per_image + MESSAGE_OVERHEAD
