@@ -7,6 +7,7 @@ Generate for the same latents, and every bad request against the code it must ge
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import shutil
 import threading
@@ -21,6 +22,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+import tritonclient.grpc.aio as triton_aio
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -299,6 +301,33 @@ def test_async_infer_answers_each_callback(server: ServerThread) -> None:
     for latents in batches:
         expected = generate(server.target, pb.GenerateRequest(packed=latents.tobytes()))
         np.testing.assert_array_equal(by_count[len(latents)], expected)
+
+
+def test_the_asyncio_client_gets_the_same_answers(server: ServerThread) -> None:
+    latents = random_latents(3, seed=11)
+    name = model_name(server)
+
+    async def ask() -> np.ndarray:
+        async with triton_aio.InferenceServerClient(server.target) as asyncio_client:
+            assert await asyncio_client.is_model_ready(name)
+            result = await asyncio_client.infer(name, [latents_input(latents)])
+            return result.as_numpy("pixels")
+
+    expected = generate(server.target, pb.GenerateRequest(packed=latents.tobytes()))
+    np.testing.assert_array_equal(asyncio.run(ask()), expected)
+
+
+def test_what_is_not_served_is_unimplemented(server: ServerThread) -> None:
+    stub = triton_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.target))
+    calls = [
+        lambda: stub.SystemSharedMemoryStatus(triton_pb.SystemSharedMemoryStatusRequest()),
+        lambda: stub.LogSettings(triton_pb.LogSettingsRequest()),
+        lambda: list(stub.ModelStreamInfer(iter([triton_pb.ModelInferRequest()]))),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as raised:
+            call()
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 # ------------------------------------------------------------------------------ bad input
