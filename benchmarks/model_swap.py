@@ -9,7 +9,9 @@ so that a noisy neighbour hits both alike. In a swapping window a new version la
 `--swap-every-s` (copied beside the repository, renamed into place: as dcgan-export installs
 one), followed at once by LoadModel under explicit; under poll the server finds it itself. A
 version's landing time is taken at the rename; its first answer is the first response naming
-it. Every call that does not end OK is counted: a swap should fail none.
+it. A swap still loading when its window ends finishes under the same load before the next
+window starts (those calls are not in the window's numbers; their failures are). Every call
+that does not end OK is counted: a swap should fail none.
 Usage: python benchmarks/model_swap.py [--model-dir DIR] [--json out.json] [-- SERVE_FLAGS]
 (without --model-dir: the default 64x64 RGB generator, exported by dcgan-export). The python of
 the project's environment runs it (.venv/bin/python).
@@ -136,6 +138,11 @@ async def measure(
                 window["seconds"] += time.perf_counter() - started
                 window["failed"] += failed
                 window["swaps"] += len(landed)
+                while landed and max(landed) not in {version for _, version in answers}:
+                    # a swap still loading: it ends before the next window, under load, uncounted
+                    more = await load(stub, requests, args.concurrency, time.perf_counter() + 0.2)
+                    answers += more[1]
+                    window["failed"] += more[2]
                 to_first_answer += first_answers(answers, landed)
     results: dict[str, Any] = {}
     for kind, window in windows.items():
