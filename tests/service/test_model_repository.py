@@ -348,6 +348,7 @@ def test_an_unload_finishes_the_calls_in_flight_then_the_model_is_not_found(
     with pytest.raises(grpc.RpcError) as gone:
         generator.Generate(pb.GenerateRequest(seeded=pb.SeededLatents(count=1)), timeout=10)
     assert gone.value.code() == grpc.StatusCode.UNAVAILABLE  # the only model: none serves
+    assert "rgb: version 1 unloaded: unloaded by UnloadModel" in (gone.value.details() or "")
     with pytest.raises(grpc.RpcError) as gone:
         generator.Generate(
             pb.GenerateRequest(model_name="rgb", seeded=pb.SeededLatents(count=1)), timeout=10

@@ -89,7 +89,18 @@ class ModelList:
 
 
 class DataPlane:
-    """Requests against the versions of a ModelSet."""
+    """Requests against the versions of a ModelSet: the API that every protocol's servicer calls.
+
+    A call takes a lease first and hands the ServedVersion it yields to each method it uses, so
+    that all of its work runs on that one version, whatever swaps meanwhile:
+
+        with plane.lease(model_name, model_version) as served:
+            images = await plane.generate(served, latents, UINT8, deadline)
+
+    Failures are the domain exceptions of dcgan.service.errors (InvalidInput, NotFound,
+    Unavailable, ResponseTooLarge, QueueFull, DeadlineExceeded, ModelFailure, ...); the
+    interceptor maps them to status codes.
+    """
 
     def __init__(self, models: ModelSet, limits: RequestLimits) -> None:
         self.models = models
@@ -101,6 +112,7 @@ class DataPlane:
         return self.models.lease(model, version)
 
     def model_info(self, model: str, version: int) -> ModelInfo:
+        """The version `model` and `version` resolve to now (as `lease` resolves them)."""
         served = self.models.resolve(model, version)
         return ModelInfo(
             name=served.model,
@@ -113,18 +125,24 @@ class DataPlane:
         )
 
     def list_models(self, model: str = "") -> ModelList:
+        """Every model of the repository (or the one named: NotFound if none), each version with
+        its state and the reason of a failed or unloaded one."""
         models = self.models
         return ModelList(models.statuses(model), models.control, str(models.policy))
 
     async def load_model(self, model: str) -> ModelStatus:
+        """Load what the version policy picks of `model` (--model-control explicit, else
+        ManagementOff); LoadFailed when a version failed, with what still serves."""
         return await self.models.load(model)
 
     async def unload_model(self, model: str) -> ModelStatus:
+        """Out of routing at once; returns when the calls holding it have ended."""
         return await self.models.unload(model)
 
     def seeded(
         self, served: ServedVersion, seed: int, count: int, limit: int | None = None
     ) -> Latents:
+        """`count` latents of `served`'s nz drawn from `seed` (dcgan.contract.seeded)."""
         limit = self.limits.max_latents_per_request if limit is None else limit
         if not 1 <= count <= limit:
             raise InvalidInput(f"count must be between 1 and {limit}, not {count}")
@@ -153,6 +171,8 @@ class DataPlane:
     async def generate(
         self, served: ServedVersion, latents: Latents, encoding: str, deadline: float | None
     ) -> Images:
+        """The images of `latents` in one answer (checked against the limits and the size of
+        one response), batched with other calls' on `served`'s batcher."""
         check_encoding(encoding)
         check_latents(latents, self.limits.max_latents_per_request)
         self._check_response_size(served, len(latents), encoding, "GenerateStream")
@@ -161,6 +181,8 @@ class DataPlane:
     def generate_stream(
         self, served: ServedVersion, latents: Latents, encoding: str, deadline: float | None
     ) -> AsyncGenerator[Images, None]:
+        """The images of `latents` in chunks, for more than one answer holds (checked now,
+        computed as the generator is read)."""
         check_encoding(encoding)
         check_latents(latents, self.limits.max_stream_latents)
         return self._stream(served, latents, encoding, deadline)
@@ -202,6 +224,7 @@ class DataPlane:
         encoding: str,
         deadline: float | None,
     ) -> Images:
+        """The `steps` images of a walk from `start` to `end` (LINEAR or SLERP) in one answer."""
         limit = self.limits.max_latents_per_request
         latents = self._walk(served, start, end, steps, method, encoding, limit)
         self._check_response_size(served, steps, encoding, "InterpolateStream")

@@ -260,7 +260,8 @@ class ModelSet:
             elif not self._started or self._loading(None):
                 raise Unavailable("the model is still loading")
             else:
-                raise Unavailable("no model is being served: none of the repository loads")
+                held = "; ".join(f"{s.name}: {s.describe()}" for s in self.statuses())
+                raise Unavailable(f"no model is being served ({held or 'the repository is empty'})")
         versions = self._routes.get(name)
         if not versions:
             if not self._started:
