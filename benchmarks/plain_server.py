@@ -19,6 +19,8 @@ from dcgan.contract.providers import ort
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 
+MAX_LATENTS_PER_REQUEST = 256  # as dcgan-serve's default; dcgan-bench checks --latents against it
+
 
 class PlainGenerator(pb_grpc.GeneratorServicer):
     def __init__(self, export_dir: Path) -> None:
@@ -38,7 +40,7 @@ class PlainGenerator(pb_grpc.GeneratorServicer):
     def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext
     ) -> pb.ModelInfo:
-        return pb.ModelInfo(nz=self.nz)
+        return pb.ModelInfo(nz=self.nz, max_latents_per_request=MAX_LATENTS_PER_REQUEST)
 
 
 def main() -> None:
