@@ -13,7 +13,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from tests.e2e.compose import (
+from tests.support.compose import (
     BUILD_HINT,
     MAX_BATCH_SIZE,
     METRICS_PORT,

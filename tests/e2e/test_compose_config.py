@@ -14,7 +14,7 @@ import pytest
 import typer
 
 from dcgan.service.cli import app
-from tests.e2e.compose import ROOT, compose_config
+from tests.support.compose import ROOT, compose_config
 
 pytestmark = pytest.mark.e2e
 

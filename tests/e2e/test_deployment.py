@@ -21,7 +21,7 @@ from dcgan.clients.client import GeneratorClient
 from dcgan.contract.manifest import ONNX_SERVING, Manifest
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
-from tests.e2e.compose import (
+from tests.support.compose import (
     MAX_BATCH_SIZE,
     METRICS_PORT,
     PORT,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.compose import (
+from tests.support.compose import (
     SERVE_IMAGE,
     TRAIN_IMAGE,
     docker_run,

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as triton_pb
 
 from dcgan.oip import inference_pb2 as oip
+from tests.support.latents import NZ
 from tests.support.servers import ServerThread
 
-NZ = 100
 LIMIT = 256  # max_latents_per_request of the test server
 PER_IMAGE = {"image": 4 * 3 * 64 * 64, "pixels": 3 * 64 * 64}  # bytes of one image per output
 MAX_RESPONSE = 4 * 2**20

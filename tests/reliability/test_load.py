@@ -26,20 +26,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from dcgan.service.options import BatchingOptions
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
-
-from ..service.conftest import free_port
-
-NZ = 100
+from tests.support.latents import packed, random_latents
+from tests.support.servers import free_port
 
 
 def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
     with capsys.disabled():
         print(f"\n{line}")
-
-
-def packed(count: int, seed: int = 0) -> pb.GenerateRequest:
-    latents = np.random.default_rng(seed).standard_normal((count, NZ), dtype=np.float32)
-    return pb.GenerateRequest(packed=latents.tobytes())
 
 
 async def fire(
@@ -79,7 +72,7 @@ def test_overload_is_refused_at_once_and_accepted_work_completes(
 ) -> None:
     running = fresh_server(batching=BatchingOptions(max_batch_size=16, max_queue_size=32))
     # 16 latents each: two requests fill the queue, whatever the speed of the machine
-    results = asyncio.run(fire(running.target, [packed(16, i) for i in range(512)]))
+    results = asyncio.run(fire(running.target, [packed(random_latents(16, i)) for i in range(512)]))
     codes = Counter(code for code, _ in results)
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
     refused = sorted(t for code, t in results if code == grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -87,7 +80,9 @@ def test_overload_is_refused_at_once_and_accepted_work_completes(
     p50 = refused[len(refused) // 2] * 1e3
     # refusals come straight back from the queue check, never after waiting for the model
     assert p50 < max(accepted) * 1e3
-    assert asyncio.run(fire(running.target, [packed(2)]))[0][0] == grpc.StatusCode.OK
+    assert (
+        asyncio.run(fire(running.target, [packed(random_latents(2))]))[0][0] == grpc.StatusCode.OK
+    )
     report(
         capsys,
         f"overload: 512 concurrent x 16 latents, queue 32 latents: {codes[grpc.StatusCode.OK]} accepted and completed, "
@@ -98,7 +93,7 @@ def test_overload_is_refused_at_once_and_accepted_work_completes(
 
 def test_concurrent_rpc_limit_is_resource_exhausted(fresh_server: Any) -> None:
     running = fresh_server(max_concurrent_rpcs=4)
-    results = asyncio.run(fire(running.target, [packed(64, i) for i in range(16)]))
+    results = asyncio.run(fire(running.target, [packed(random_latents(64, i)) for i in range(16)]))
     codes = Counter(code for code, _ in results)
     assert codes[grpc.StatusCode.RESOURCE_EXHAUSTED] > 0 and codes[grpc.StatusCode.OK] >= 4
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -108,7 +103,9 @@ def test_requests_past_their_deadline_are_not_computed(
     fresh_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     running = fresh_server(batching=BatchingOptions(max_batch_size=64, max_queue_size=100_000))
-    requests = [packed(64, i) for i in range(60)]  # 3,840 latents: seconds of work on 2 cores
+    requests = [
+        packed(random_latents(64, i)) for i in range(60)
+    ]  # 3,840 latents: seconds of work on 2 cores
     results = asyncio.run(fire(running.target, requests, timeout=0.3))
     codes = Counter(code for code, _ in results)
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -172,7 +169,7 @@ def drain_under_load(export_dir: Path, load_s: float, concurrency: int) -> dict[
             stop_at = time.monotonic() + load_s + 30
 
             async def caller(index: int) -> None:
-                request = packed(4, index)
+                request = packed(random_latents(4, index))
                 while process.poll() is None and time.monotonic() < stop_at:
                     try:
                         await stub.Generate(request, timeout=30)

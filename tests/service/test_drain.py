@@ -19,8 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from dcgan.service.options import RequestLimits
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
-
-from .conftest import ServerThread
+from tests.support.servers import ServerThread
 
 STREAM = 4096  # images: many chunks of 64, seconds of work on 2 cores
 

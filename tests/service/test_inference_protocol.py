@@ -39,9 +39,9 @@ from dcgan.service.inference import EXTENSIONS, SERVICE_NAME
 from dcgan.service.options import BatchingOptions
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
+from tests.support.latents import NZ
 from tests.support.servers import ServerThread, server_config
 
-NZ = 100
 SHAPE = (3, 64, 64)  # the test export: C, H, W
 TOKEN = "s3cret"
 

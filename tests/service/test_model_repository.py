@@ -34,8 +34,7 @@ from dcgan.contract.providers import ort
 from dcgan.contract.seeded import seeded_latents
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
-
-from .conftest import ServerThread, server_config
+from tests.support.servers import ServerThread, server_config
 
 TINY = {"nz": 8, "ngf": 4, "channels": 1, "image_size": 32}
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -23,29 +23,17 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from dcgan.contract.providers import ort
 from dcgan.contract.seeded import seeded_latents
 from dcgan.service.options import BatchingOptions
 from dcgan.service.runtime import available_cores
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
-
-from .conftest import ServerThread, free_port, server_config
-
-NZ = 100
+from tests.support.latents import NZ, direct, packed, random_latents
+from tests.support.servers import ServerThread, free_port, server_config
 
 
 def stub(target: str) -> pb_grpc.GeneratorStub:
     return pb_grpc.GeneratorStub(grpc.insecure_channel(target))
-
-
-def direct(export_dir: Path, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The serving graph run straight through onnxruntime: the reference answers."""
-    session = ort.InferenceSession(
-        str(export_dir / "generator_serving.onnx"), providers=["CPUExecutionProvider"]
-    )
-    image, pixels = session.run(["image", "pixels"], {"z": latents})
-    return image, pixels
 
 
 def pixels_of(response: pb.GenerateResponse) -> np.ndarray:
@@ -53,18 +41,10 @@ def pixels_of(response: pb.GenerateResponse) -> np.ndarray:
     return np.frombuffer(response.data, np.uint8).reshape(tuple(response.shape))
 
 
-def packed(latents: np.ndarray, encoding: int = pb.ENCODING_UNSPECIFIED) -> pb.GenerateRequest:
-    return pb.GenerateRequest(packed=latents.astype("<f4").tobytes(), encoding=encoding)
-
-
 def code_of(call: Any, request: Any, **kwargs: Any) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as raised:
         call(request, **kwargs)
     return raised.value.code(), raised.value.details()
-
-
-def random_latents(count: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((count, NZ), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------ answers
