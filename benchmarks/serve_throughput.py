@@ -9,17 +9,17 @@ metrics page) against the calls h2load completed; a run that fails a check fails
 dcgan-bench, the users' Python client, loads the same servers as a second column. Without h2load
 on the PATH, dcgan-bench alone.
 
-All in one run on the same export: the raw session alone (no server running) before and after
-the servers, the better of the two counting; each server in its own process, both up for the
-whole run. Scenarios:
+All in one run on the same export: the raw session in this process (the servers idle), and each
+server in its own process, both up for the whole run. Scenarios:
   - concurrency 32, one latent per request, uint8: images/s vs the raw session at batch 32;
   - concurrency 8, 64 latents per request: images/s vs the raw session at batch 64;
   - concurrency 1, one latent: mean per request minus the raw session's single-image p50;
   - dcgan-serve's Open Inference Protocol (ModelInfer, uint8 pixels) at the same three;
   - the bare health round trip (grpc.health.v1.Health/Check) at concurrency 1: the stack's floor;
   - time from process start to SERVING.
-Each scenario runs --rounds times, the servers' order alternating from round to round; the table
-gives the median round and the spread (lowest to highest), latencies over all rounds. Every run
+Each round measures the raw session and every scenario on each server, the order reversed from
+one round to the next; a ratio to the raw session is that of the same round (the table gives the
+median round and the spread, lowest to highest), latencies are over all rounds. Every run
 prints the machine: cores, CPU model and vector flags, load average before and after. On a
 machine other work shares, only ratios within one run mean anything.
 Usage: python benchmarks/serve_throughput.py [--model-dir DIR] [--json out.json] [-- SERVE_FLAGS]
@@ -118,9 +118,10 @@ def raw_session(export_dir: Path) -> tuple[ort.InferenceSession, int]:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), manifest.model.nz
 
 
-def measure_raw(export_dir: Path, seconds: float) -> dict[int, dict[str, float]]:
+def measure_raw(
+    session: ort.InferenceSession, nz: int, seconds: float
+) -> dict[int, dict[str, float]]:
     """images/s, mean and p50 latency of the bare session (default options) at each batch size."""
-    session, nz = raw_session(export_dir)
     results = {}
     for batch in sorted({scenario[3] for scenario in SCENARIOS}):
         latents = np.random.default_rng(0).standard_normal((batch, nz), dtype=np.float32)
@@ -140,11 +141,11 @@ def measure_raw(export_dir: Path, seconds: float) -> dict[int, dict[str, float]]
     return results
 
 
-def best(*runs: dict[int, dict[str, float]]) -> dict[int, dict[str, float]]:
-    """Per batch size, the faster of the raw runs: the service is held to the hardware's best."""
+def median_raw(rounds: list[dict[int, dict[str, float]]]) -> dict[int, dict[str, float]]:
+    """Per batch size and figure, the median over the rounds."""
     return {
-        batch: max((run[batch] for run in runs), key=lambda r: r["images_per_s"])
-        for batch in runs[0]
+        batch: {key: float(np.median([r[batch][key] for r in rounds])) for key in rounds[0][batch]}
+        for batch in rounds[0]
     }
 
 
@@ -392,10 +393,13 @@ def stop_servers(servers: dict[str, Server]) -> None:
         server.process.wait(30)
 
 
-def measure_servers(
+def measure(
     args: argparse.Namespace, servers: dict[str, Server], calls: dict[str, list[Probe]]
-) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Per server, per 'protocol scenario', one record per round (h2load's and dcgan-bench's)."""
+) -> tuple[list[dict[int, dict[str, float]]], dict[str, dict[str, list[dict[str, Any]]]]]:
+    """The raw session's figures of each round; per server, per 'protocol scenario', one record
+    per round (h2load's and dcgan-bench's)."""
+    session, nz = raw_session(args.model_dir)
+    raw_rounds: list[dict[int, dict[str, float]]] = []
     binary = None if args.no_h2load else shutil.which("h2load")
     for server in servers.values():
         for probe in calls[server.name]:
@@ -403,10 +407,13 @@ def measure_servers(
     records: dict[str, dict[str, list[dict[str, Any]]]] = {
         name: {f"{p.protocol} {p.label}": [] for p in calls[name]} for name in servers
     }
-    names = list(servers)
+    names = ["raw", *servers]
     with tempfile.TemporaryDirectory() as scratch:
         for round_number in range(args.rounds):
             for name in names[::-1] if round_number % 2 else names:
+                if name == "raw":
+                    raw_rounds.append(measure_raw(session, nz, args.raw_s))
+                    continue
                 server = servers[name]
                 for probe in calls[name]:
                     record: dict[str, Any] = {"load_average": os.getloadavg()[0]}
@@ -419,22 +426,41 @@ def measure_servers(
                             server.target, probe.concurrency, probe.latents, args.duration_s
                         )
                     records[name][f"{probe.protocol} {probe.label}"].append(record)
-    return records
+    return raw_rounds, records
 
 
 # ----------------------------------------------------------------------------- the table
 
 
-def summary(probe: Probe, rounds: list[dict[str, Any]], raw: dict[int, dict[str, float]]) -> str:
+def closed_loop_rate(probe: Probe, run: dict[str, Any]) -> float:
+    """Images/s (calls/s for the health check) by Little's law: each of h2load's clients sends
+    its next call when the last is answered, so calls/s is clients over the mean latency. h2load's
+    own count over its fixed window would drop the calls in flight at the window's end: a second
+    of work at 8 x 64 latents."""
+    if not run["latencies_ms"]:
+        return 0.0
+    mean_s = float(np.mean(run["latencies_ms"])) / 1e3
+    return probe.concurrency * max(probe.latents, 1) / mean_s
+
+
+def spread(values: list[float], digits: int = 0) -> str:
+    return f"{np.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def summary(
+    probe: Probe, rounds: list[dict[str, Any]], raw_rounds: list[dict[int, dict[str, float]]]
+) -> str:
     parts = []
     check = None
-    reference = raw[probe.raw_batch]
+    reference = median_raw(raw_rounds)[probe.raw_batch]
+    raw_rates = [r[probe.raw_batch]["images_per_s"] for r in raw_rounds]
     if rounds and "h2load" in rounds[0]:
         runs = [r["h2load"] for r in rounds]
-        rates = [run["calls_per_s"] * max(probe.latents, 1) for run in runs]
-        latencies = [ms for run in runs for ms in run["latencies_ms"]]
+        rates = [closed_loop_rate(probe, run) for run in runs]
+        latencies = [ms for run in runs for ms in run["latencies_ms"]] or [float("nan")]
         mean, p50, p99 = np.mean(latencies), *np.percentile(latencies, [50, 99])
-        ratio = f"{np.median(rates) / reference['images_per_s']:5.2f}" if probe.latents else "    -"
+        ratios = [rate / raw for rate, raw in zip(rates, raw_rates, strict=True)]
+        ratio = spread(ratios, 2) if probe.latents else "-"
         extra = (
             f"{mean - reference['p50_ms']:+7.3f}"
             if probe.latents == 1 == probe.concurrency
@@ -444,7 +470,7 @@ def summary(probe: Probe, rounds: list[dict[str, Any]], raw: dict[int, dict[str,
         check = "; ".join(problems) if problems else "ok"
         unit = "img/s" if probe.latents else "calls/s"
         parts.append(
-            f"{np.median(rates):8.1f} {unit:<7} ({min(rates):.0f}-{max(rates):.0f}) x raw {ratio} "
+            f"{spread(rates):>15} {unit:<7} x raw {ratio:<16} "
             f"mean {mean:7.3f} p50 {p50:7.3f} p99 {p99:7.3f} ms {extra}"
         )
     if rounds and "bench" in rounds[0]:
@@ -453,9 +479,9 @@ def summary(probe: Probe, rounds: list[dict[str, Any]], raw: dict[int, dict[str,
         mean = np.median([level["latency_ms"]["mean"] for level in levels])
         p99 = np.median([level["latency_ms"]["p99"] for level in levels])
         errors = sum(sum(level["errors"].values()) for level in levels)
+        ratios = [rate / raw for rate, raw in zip(rates, raw_rates, strict=True)]
         parts.append(
-            f"| bench {np.median(rates):7.1f} ({min(rates):.0f}-{max(rates):.0f}) "
-            f"x raw {np.median(rates) / reference['images_per_s']:4.2f} "
+            f"| bench {spread(rates):>15} x raw {spread(ratios, 2):<16} "
             f"mean {mean:7.3f} p99 {p99:7.3f}{f' errors {errors}' if errors else ''}"
         )
     if check is not None:
@@ -464,17 +490,17 @@ def summary(probe: Probe, rounds: list[dict[str, Any]], raw: dict[int, dict[str,
 
 
 def table(
-    raw: dict[int, dict[str, float]],
+    raw_rounds: list[dict[int, dict[str, float]]],
     servers: dict[str, Server],
     calls: dict[str, list[Probe]],
     records: dict[str, dict[str, list[dict[str, Any]]]],
 ) -> str:
     lines = [
-        "raw onnxruntime session: "
+        "raw onnxruntime session, median round: "
         + ", ".join(
             f"batch {b}: {r['images_per_s']:.0f} img/s, mean {r['mean_ms']:.3f} ms, "
             f"p50 {r['p50_ms']:.3f} ms"
-            for b, r in raw.items()
+            for b, r in median_raw(raw_rounds).items()
         ),
         "h2load: median round (lowest-highest), latencies over all rounds, +mean vs raw batch-1 "
         "p50 | dcgan-bench: median round | checks",
@@ -482,9 +508,8 @@ def table(
     for name, server in servers.items():
         for probe in calls[name]:
             rounds = records[name][f"{probe.protocol} {probe.label}"]
-            lines.append(
-                f"{name:<11} {probe.protocol:<11} {probe.label:<15} {summary(probe, rounds, raw)}"
-            )
+            figures = summary(probe, rounds, raw_rounds)
+            lines.append(f"{name:<11} {probe.protocol:<11} {probe.label:<15} {figures}")
         if server.startup_s is not None:
             lines.append(f"{name:<11} process start to SERVING: {server.startup_s:.2f} s")
     return "\n".join(lines)
@@ -495,17 +520,15 @@ def run(args: argparse.Namespace) -> None:
     print(describe_machine(started), flush=True)
     if args.no_h2load or shutil.which("h2load") is None:
         print("h2load not used (apt-get install -y nghttp2-client): dcgan-bench alone", flush=True)
-    raw_before = measure_raw(args.model_dir, args.raw_s)
     manifest = read_manifest(args.model_dir)
     model = Path(os.path.abspath(args.model_dir)).name  # --model-dir X serves model X
     calls = probes(manifest.model.nz, model, not args.no_oip)
     servers = start_servers(args)
     try:
-        records = measure_servers(args, servers, calls)
+        raw_rounds, records = measure(args, servers, calls)
     finally:
         stop_servers(servers)
-    raw = best(raw_before, measure_raw(args.model_dir, args.raw_s))
-    print(table(raw, servers, calls, records))
+    print(table(raw_rounds, servers, calls, records))
     finished = machine()
     print(describe_machine(finished))
     print(f"rounds {args.rounds} x {args.duration_s:g} s; serve flags: {args.serve_args or '-'}")
@@ -513,7 +536,7 @@ def run(args: argparse.Namespace) -> None:
         record = {
             "machine_before": started,
             "machine_after": finished,
-            "raw": raw,
+            "raw": raw_rounds,
             "rounds": args.rounds,
             "duration_s": args.duration_s,
             "startup_s": {name: server.startup_s for name, server in servers.items()},
@@ -543,7 +566,9 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, help="an export (default: the default generator)")
     parser.add_argument("--duration-s", type=float, default=5.0, help="seconds per measured run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each scenario")
-    parser.add_argument("--raw-s", type=float, default=5.0, help="seconds per raw batch size")
+    parser.add_argument(
+        "--raw-s", type=float, default=3.0, help="seconds per raw batch size and round"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-plain", action="store_true", help="skip the plain gRPC baseline")
     parser.add_argument("--no-oip", action="store_true", help="skip the Open Inference Protocol")
