@@ -206,10 +206,14 @@ def test_fuzz_every_option(server: ServerThread, tmp_path: Path) -> None:
             "--warmup-s": ["0"],
             "--json": ["out.json"],
         },
-        good={"--json": {"{file}", "{empty}", "{binary}"}},  # files that are there are replaced
+        good={
+            "--json": {"{file}", "{empty}", "{binary}"},  # files that are there are replaced
+            "--model": {""},  # the server's only model
+        },
         extremes={"--latents"},  # in range, more than the server takes: refused by it
     )
     fuzzed = fuzz(surface, tmp_path)
     assert fuzzed == {"--target", "--concurrency", "--rate", "--latents", "--encoding",
                       "--duration-s", "--warmup-s", "--timeout-s", "--channels", "--json",
-                      "--token-file", "--tls-ca", "--tls-cert", "--tls-key"}  # fmt: skip
+                      "--token-file", "--tls-ca", "--tls-cert", "--tls-key", "--model",
+                      "--model-version"}  # fmt: skip

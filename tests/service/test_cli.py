@@ -73,6 +73,9 @@ CLIENT_OPTIONS = [
     ("CA certificate: connect with TLS.", "DCGAN_TLS_CA", None),
     ("Client certificate, for mutual TLS.", "DCGAN_TLS_CERT", None),
     ("Client key, for mutual TLS.", "DCGAN_TLS_KEY", None),
+    ("Model to run, by its name in the server's repository.", "DCGAN_MODEL",
+     "(the only one served)"),
+    ("Version of --model to run (0: the newest served).", "DCGAN_MODEL_VERSION", "0"),
 ]  # fmt: skip
 GENERATE_OPTIONS = [
     ("Images to generate.", None, "64"),
@@ -91,7 +94,7 @@ BENCH_OPTIONS = [
     ("host:port, or dns:///name:port to spread calls over every replica.", "DCGAN_TARGET",
      "localhost:50051"),
     ("Deadline of each call.", "DCGAN_TIMEOUT_S", "30.0"),
-    *CLIENT_OPTIONS[2:],  # the token and TLS files, as dcgan-client's
+    *CLIENT_OPTIONS[2:],  # the token and TLS files and the model, as dcgan-client's
     ("Callers in a closed loop; repeat for a sweep (none with --rate alone).", None,
      "(1 4 16 64)"),
     ("Requests per second in an open loop; repeat for several.", None, None),

@@ -295,7 +295,14 @@ def test_version_and_the_console_script() -> None:
 def test_fuzz_every_option_of_every_subcommand(server: ServerThread, tmp_path: Path) -> None:
     connection = {"--target": [server.target], "--timeout-s": ["10"]}
     surfaces = [
-        Surface(cli.app, {}, subcommand="info", group=connection, fuzz_group=True),
+        Surface(
+            cli.app,
+            {},
+            subcommand="info",
+            group=connection,
+            good={"--model": {""}},  # the server's only model
+            fuzz_group=True,
+        ),
         Surface(
             cli.app,
             {"-n": ["2"], "--out": ["out.png"]},
@@ -318,4 +325,4 @@ def test_fuzz_every_option_of_every_subcommand(server: ServerThread, tmp_path: P
     )
     assert fuzzed == {"--target", "--timeout-s", "--token-file", "--tls-ca", "--tls-cert",
                       "--tls-key", "--count", "--seed", "--out", "--columns", "--start", "--end",
-                      "--steps", "--method"}  # fmt: skip
+                      "--steps", "--method", "--model", "--model-version"}  # fmt: skip

@@ -27,6 +27,9 @@ from dcgan.clients.options import (
     ConnectionOptions,
     CredentialError,
     Credentials,
+    ModelName,
+    ModelOptions,
+    ModelVersion,
     OptionError,
     Target,
     TimeoutS,
@@ -35,6 +38,7 @@ from dcgan.clients.options import (
     TlsKey,
     TokenFile,
     check_connection,
+    check_model,
 )
 from dcgan.clients.outputs import UnwritableOutput, check_file, write_file
 from dcgan.contract.commands import entry_point, fail, usage_error, version_option
@@ -53,6 +57,8 @@ class LoadSpec:
     warmup_s: float = 1.0  # of load before measuring
     timeout_s: float = ConnectionOptions.timeout_s  # each request's deadline
     channels: int = 1  # HTTP/2 connections the callers share
+    model: str = ModelOptions.name  # the model asked for (empty: the server's only one)
+    model_version: int = ModelOptions.version  # its version (0: the newest served)
 
 
 SWEEP = [1, 4, 16, 64]  # the concurrencies measured when neither -c nor --rate is given
@@ -169,7 +175,12 @@ def _request(spec: LoadSpec, nz: int, seed: int) -> pb.GenerateRequest:
     latents = np.random.default_rng(seed).standard_normal(
         (spec.latents_per_request, nz), dtype=np.float32
     )
-    return pb.GenerateRequest(packed=latents.tobytes(), encoding=ENCODINGS[spec.encoding])
+    return pb.GenerateRequest(
+        packed=latents.tobytes(),
+        encoding=ENCODINGS[spec.encoding],
+        model_name=spec.model,
+        model_version=spec.model_version,
+    )
 
 
 async def _connect(
@@ -186,7 +197,9 @@ async def _connect(
     stubs = [pb_grpc.GeneratorStub(channel) for channel in channels]
     try:
         info = await stubs[0].GetModelInfo(
-            pb.GetModelInfoRequest(), timeout=spec.timeout_s, metadata=credentials.metadata
+            pb.GetModelInfoRequest(model_name=spec.model, model_version=spec.model_version),
+            timeout=spec.timeout_s,
+            metadata=credentials.metadata,
         )
     except BaseException:
         for channel in channels:
@@ -354,11 +367,14 @@ def main(
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
+    model: ModelName = LoadSpec.model,
+    model_version: ModelVersion = LoadSpec.model_version,
     version: Annotated[bool, version_option("dcgan-client")] = False,
 ) -> None:
     """Measure throughput and latency of a dcgan-serve server.
 
-    Exits 1, with the reason, when a level measured nothing (every request failed).
+    Exits 1, with the reason, when a level measured nothing (every request failed), or when the
+    server has no such --model or --model-version (NOT_FOUND).
 
     Example: dcgan-bench --target localhost:50051 -c 1 -c 8 -c 32 --duration-s 10 --json b.json
     """
@@ -366,6 +382,7 @@ def main(
         raise usage_error(f"--encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
     options = ConnectionOptions(target, timeout_s, token_file, tls_ca, tls_cert, tls_key)
     try:
+        check_model(ModelOptions(model, model_version))
         credentials = check_connection(options)
         if json_out is not None:
             check_file(json_out, "--json")
@@ -381,6 +398,8 @@ def main(
         warmup_s=warmup_s,
         timeout_s=timeout_s,
         channels=channels,
+        model=model,
+        model_version=model_version,
     )
     levels = concurrency if concurrency or rate else SWEEP
     try:

@@ -19,6 +19,9 @@ from dcgan.clients.options import (
     ConnectionOptions,
     CredentialError,
     Credentials,
+    ModelName,
+    ModelOptions,
+    ModelVersion,
     OptionError,
     Target,
     TimeoutS,
@@ -27,6 +30,7 @@ from dcgan.clients.options import (
     TlsKey,
     TokenFile,
     check_connection,
+    check_model,
 )
 from dcgan.clients.outputs import (
     OUT_HELP,
@@ -48,10 +52,11 @@ class Method(StrEnum):
 
 @dataclass(frozen=True)
 class Connection:
-    """The checked connection settings the subcommands share."""
+    """The checked connection settings, and the model asked for, that the subcommands share."""
 
     options: ConnectionOptions
     credentials: Credentials
+    model: ModelOptions
 
 
 @app.callback()
@@ -63,15 +68,21 @@ def main(
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
+    model: ModelName = ModelOptions.name,
+    model_version: ModelVersion = ModelOptions.version,
     version: Annotated[bool, version_option("dcgan-client")] = False,
 ) -> None:
     """Call a dcgan-serve server.
 
+    A server of several models needs --model; an unknown model or version exits 1 (NOT_FOUND).
+
     Example: dcgan-client --target localhost:50051 generate -n 64 --seed 1 --out grid.png
     """
     options = ConnectionOptions(target, timeout_s, token_file, tls_ca, tls_cert, tls_key)
+    chosen = ModelOptions(model, model_version)
     try:
-        context.obj = Connection(options, check_connection(options))
+        check_model(chosen)
+        context.obj = Connection(options, check_connection(options), chosen)
     except OptionError as error:
         raise usage_error(str(error)) from None
     except CredentialError as error:
@@ -93,6 +104,8 @@ def _client(context: typer.Context) -> Iterator[Any]:
             connection.options.timeout_s,
             tls=credentials.channel_credentials(),
             token=credentials.token,
+            model=connection.model.name,
+            version=connection.model.version,
         ) as client:
             yield client
     except grpc.RpcError as error:
@@ -117,12 +130,17 @@ def _check_grid(target: Destination, count: int, info: dict[str, Any], columns: 
         raise usage_error(str(error)) from None
 
 
-def _write(target: Destination, images: list[Any], **layout: Any) -> None:
+def _write(target: Destination, images: list[Any], source: str, **layout: Any) -> None:
+    """Write the images, and say how many of which model and version went where."""
     try:
         write_pictures(target, images, **layout)
     except OSError as error:
         raise fail(f"cannot write {target.path}: {error.strerror or error}") from None
-    typer.echo(f"{len(images)} images -> {target.path}")
+    typer.echo(f"{len(images)} images of {source} -> {target.path}")
+
+
+def _source(name: str, version: int) -> str:
+    return f"model {name} version {version}"
 
 
 @app.command()
@@ -153,7 +171,8 @@ def generate(
         else:
             chunks = list(client.generate_stream(n=n, seed=seed))
         images = [image for chunk in chunks for image in to_pil(chunk.images)]
-    _write(target, images, columns=columns, prefix=str(seed))
+    source = _source(chunks[0].model_name, chunks[0].model_version)
+    _write(target, images, source, columns=columns, prefix=str(seed))
 
 
 @app.command()
@@ -177,23 +196,26 @@ def interpolate(
 
     target = _destination(out)
     with _client(context) as client:
-        _check_grid(target, steps, client.info(), steps)
+        info = client.info()
+        _check_grid(target, steps, info, steps)
         images = to_pil(client.interpolate(start, end, steps, method.value))
-    _write(target, images, columns=steps, prefix=f"{start}-{end}", there_and_back=True)
+    source = _source(info["model_name"], info["model_version"])  # as GetModelInfo resolved it
+    _write(target, images, source, columns=steps, prefix=f"{start}-{end}", there_and_back=True)
 
 
 @app.command()
 def info(context: typer.Context) -> None:
-    """Print the served model's shapes, identity, execution provider and batching, as JSON."""
+    """Print the model's name, version, shapes, identity, provider and batching, as JSON."""
     with _client(context) as client:
         typer.echo(json.dumps(client.info(), indent=2, sort_keys=True))
 
 
 @app.command()
 def health(context: typer.Context) -> None:
-    """Print the health status; exit 0 only when SERVING (for container health checks)."""
+    """Print the health status (of --model if given); exit 0 only when SERVING (health checks)."""
+    connection: Connection = context.obj
     with _client(context) as client:
-        status = client.health()
+        status = client.health(connection.model.name)
     typer.echo(status)
     if status != "SERVING":
         raise typer.Exit(1)

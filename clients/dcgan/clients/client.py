@@ -6,15 +6,21 @@
         client.info()["nz"], client.health()
 
 Targets are gRPC names: `host:port`, or `dns:///serve:50051` to spread calls over every replica
-the name resolves to (round robin); calls refused with UNAVAILABLE are retried by gRPC itself.
+the name resolves to (round robin); a replica whose health turns NOT_SERVING (a drain begun) gets
+no further calls, and calls refused with UNAVAILABLE are retried by gRPC itself.
+
+A server of several models needs the model named: `GeneratorClient(target, model="tiny")`, and
+`version=3` to pin a version (0: the newest served); `client.using("other")` asks another model
+over the same channel. Answers and `info()` say which model and version answered.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import numpy.typing as npt
@@ -22,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dcgan.clients.codec import (
     CHANNEL_OPTIONS,
+    HEALTH_CHANNEL_OPTIONS,
     Generated,
     decode,
     fits_one_message,
@@ -31,7 +38,7 @@ from dcgan.clients.codec import (
     latents_request,
     to_pil,
 )
-from dcgan.clients.options import ConnectionOptions
+from dcgan.clients.options import ConnectionOptions, ModelOptions, check_model
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 
@@ -48,7 +55,8 @@ def credentials(
 
 
 class _Connection:
-    """What both clients hold: a channel (from `grpc` or `grpc.aio`), its stubs, deadline, token."""
+    """What both clients hold: channels (from `grpc` or `grpc.aio`), their stubs, the deadline,
+    the token, and the model asked for."""
 
     def __init__(
         self,
@@ -57,15 +65,39 @@ class _Connection:
         timeout: float | None,
         tls: grpc.ChannelCredentials | None,
         token: str | None,
+        model: str,
+        version: int,
     ) -> None:
-        if tls is None:
-            self.channel = api.insecure_channel(target, options=CHANNEL_OPTIONS)
-        else:
-            self.channel = api.secure_channel(target, tls, options=CHANNEL_OPTIONS)
+        self.model = ModelOptions(model, version)
+        check_model(self.model, ("model", "version"))  # before any channel: nothing to close
+        self.channel = _channel(api, target, tls, CHANNEL_OPTIONS)
+        # Health.Check on a channel of its own: the main one routes no call to a replica that
+        # is NOT_SERVING, so there it would fail UNAVAILABLE rather than say NOT_SERVING.
+        self.health_channel = _channel(api, target, tls, HEALTH_CHANNEL_OPTIONS)
         self.timeout = timeout  # each call's deadline, in seconds: the server drops work past it
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._stub = pb_grpc.GeneratorStub(self.channel)
-        self._health = health_pb2_grpc.HealthStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.health_channel)
+
+    def _info_request(self) -> pb.GetModelInfoRequest:
+        return pb.GetModelInfoRequest(model_name=self.model.name, model_version=self.model.version)
+
+    def using(self, model: str, version: int = ModelOptions.version) -> Self:
+        """A client of `model` (and `version`) over this client's channels: closing either
+        closes both."""
+        chosen = ModelOptions(model, version)
+        check_model(chosen, ("model", "version"))
+        other = copy.copy(self)
+        other.model = chosen
+        return other
+
+
+def _channel(
+    api: Any, target: str, tls: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]
+) -> Any:
+    if tls is None:
+        return api.insecure_channel(target, options=options)
+    return api.secure_channel(target, tls, options=options)
 
 
 class GeneratorClient(_Connection):
@@ -75,8 +107,10 @@ class GeneratorClient(_Connection):
         timeout: float | None = ConnectionOptions.timeout_s,
         tls: grpc.ChannelCredentials | None = None,
         token: str | None = None,
+        model: str = ModelOptions.name,
+        version: int = ModelOptions.version,
     ) -> None:
-        super().__init__(grpc, target, timeout, tls, token)
+        super().__init__(grpc, target, timeout, tls, token, model, version)
 
     def __enter__(self) -> GeneratorClient:
         return self
@@ -86,6 +120,7 @@ class GeneratorClient(_Connection):
 
     def close(self) -> None:
         self.channel.close()
+        self.health_channel.close()
 
     def generate_response(
         self,
@@ -95,7 +130,7 @@ class GeneratorClient(_Connection):
         seed: int | None = None,
         encoding: str = "uint8",
     ) -> Generated:
-        request = latents_request(latents, n, seed, encoding)
+        request = latents_request(latents, n, seed, encoding, self.model)
         return decode(self._stub.Generate(request, timeout=self.timeout, metadata=self._metadata))
 
     def generate(
@@ -124,7 +159,7 @@ class GeneratorClient(_Connection):
         encoding: str = "uint8",
     ) -> Iterator[Generated]:
         """The same as chunks, for more images than one message carries."""
-        request = latents_request(latents, n, seed, encoding)
+        request = latents_request(latents, n, seed, encoding, self.model)
         for response in self._stub.GenerateStream(
             request, timeout=self.timeout, metadata=self._metadata
         ):
@@ -142,7 +177,7 @@ class GeneratorClient(_Connection):
 
         A walk too long for one answer (by the server's GetModelInfo) comes by InterpolateStream.
         """
-        request = interpolate_request(start, end, steps, method, encoding)
+        request = interpolate_request(start, end, steps, method, encoding, self.model)
         if not fits_one_message(self.info(), steps, encoding):
             return joined(list(self.interpolate_stream(start, end, steps, method, encoding)))
         return decode(
@@ -158,16 +193,17 @@ class GeneratorClient(_Connection):
         encoding: str = "uint8",
     ) -> Iterator[Generated]:
         """The walk as chunks, for walks longer than one message carries."""
-        request = interpolate_request(start, end, steps, method, encoding)
+        request = interpolate_request(start, end, steps, method, encoding, self.model)
         for response in self._stub.InterpolateStream(
             request, timeout=self.timeout, metadata=self._metadata
         ):
             yield decode(response)
 
     def info(self) -> dict[str, Any]:
+        """GetModelInfo of the model asked for: model_name and model_version say which answers."""
         return info_dict(
             self._stub.GetModelInfo(
-                pb.GetModelInfoRequest(), timeout=self.timeout, metadata=self._metadata
+                self._info_request(), timeout=self.timeout, metadata=self._metadata
             )
         )
 
@@ -188,8 +224,10 @@ class AsyncGeneratorClient(_Connection):
         timeout: float | None = ConnectionOptions.timeout_s,
         tls: grpc.ChannelCredentials | None = None,
         token: str | None = None,
+        model: str = ModelOptions.name,
+        version: int = ModelOptions.version,
     ) -> None:
-        super().__init__(grpc.aio, target, timeout, tls, token)
+        super().__init__(grpc.aio, target, timeout, tls, token, model, version)
 
     async def __aenter__(self) -> AsyncGeneratorClient:
         return self
@@ -201,6 +239,7 @@ class AsyncGeneratorClient(_Connection):
 
     async def close(self) -> None:
         await self.channel.close()
+        await self.health_channel.close()
 
     async def generate_response(
         self,
@@ -210,7 +249,7 @@ class AsyncGeneratorClient(_Connection):
         seed: int | None = None,
         encoding: str = "uint8",
     ) -> Generated:
-        request = latents_request(latents, n, seed, encoding)
+        request = latents_request(latents, n, seed, encoding, self.model)
         return decode(
             await self._stub.Generate(request, timeout=self.timeout, metadata=self._metadata)
         )
@@ -238,7 +277,7 @@ class AsyncGeneratorClient(_Connection):
         seed: int | None = None,
         encoding: str = "uint8",
     ) -> AsyncIterator[Generated]:
-        request = latents_request(latents, n, seed, encoding)
+        request = latents_request(latents, n, seed, encoding, self.model)
         async for response in self._stub.GenerateStream(
             request, timeout=self.timeout, metadata=self._metadata
         ):
@@ -252,7 +291,7 @@ class AsyncGeneratorClient(_Connection):
         method: str = "linear",
         encoding: str = "uint8",
     ) -> Any:
-        request = interpolate_request(start, end, steps, method, encoding)
+        request = interpolate_request(start, end, steps, method, encoding, self.model)
         if not fits_one_message(await self.info(), steps, encoding):
             stream = self.interpolate_stream(start, end, steps, method, encoding)
             return joined([chunk async for chunk in stream])
@@ -268,7 +307,7 @@ class AsyncGeneratorClient(_Connection):
         method: str = "linear",
         encoding: str = "uint8",
     ) -> AsyncIterator[Generated]:
-        request = interpolate_request(start, end, steps, method, encoding)
+        request = interpolate_request(start, end, steps, method, encoding, self.model)
         async for response in self._stub.InterpolateStream(
             request, timeout=self.timeout, metadata=self._metadata
         ):
@@ -276,7 +315,7 @@ class AsyncGeneratorClient(_Connection):
 
     async def info(self) -> dict[str, Any]:
         response = await self._stub.GetModelInfo(
-            pb.GetModelInfoRequest(), timeout=self.timeout, metadata=self._metadata
+            self._info_request(), timeout=self.timeout, metadata=self._metadata
         )
         return info_dict(response)
 

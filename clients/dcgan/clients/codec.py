@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from dcgan.clients.options import ModelOptions
 from dcgan.v1 import generator_pb2 as pb
 
 ENCODINGS = {
@@ -24,11 +25,15 @@ PNG_OVERHEAD = 512  # bytes a PNG may add to its raw pixels
 MESSAGE_OVERHEAD = 4096  # shape, ids and timing around the images
 
 # gRPC's own machinery: round-robin over every address the name resolves to (e.g. all replicas
-# behind dns:///serve:50051), and retries of calls a draining replica refused: UNAVAILABLE, or
-# CANCELLED by grpc's transport in the instant it stops. Every dcgan.v1 call is idempotent.
+# behind dns:///serve:50051); client-side health checking (gRPC's A17), a Watch of each
+# replica's health "" that takes it out of the round the moment it answers NOT_SERVING (a drain
+# begun, no model loaded yet) and back in once SERVING; and retries of calls a draining replica
+# refused: UNAVAILABLE, or CANCELLED by grpc's transport in the instant it stops. Every dcgan.v1
+# call is idempotent.
 SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
         "methodConfig": [
             {
                 "name": [{"service": SERVICE}],
@@ -49,6 +54,10 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 * 2**20),
     ("grpc.max_send_message_length", 256 * 2**20),
 ]
+# The channel of Health.Check: it must reach a replica that is NOT_SERVING, to hear it say so.
+HEALTH_CHANNEL_OPTIONS = [
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+]
 
 
 @dataclass(frozen=True)
@@ -60,15 +69,23 @@ class Generated:
     queue_us: int
     compute_us: int
     offset: int = 0
+    model_name: str = ""  # the model and version that computed the images
+    model_version: int = 0
 
 
 def latents_request(
-    latents: npt.ArrayLike | None, n: int | None, seed: int | None, encoding: str
+    latents: npt.ArrayLike | None,
+    n: int | None,
+    seed: int | None,
+    encoding: str,
+    model: ModelOptions,
 ) -> pb.GenerateRequest:
     """Explicit latents [n, nz] as packed float32, or `n` latents the server draws from `seed`."""
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
-    request = pb.GenerateRequest(encoding=ENCODINGS[encoding])
+    request = pb.GenerateRequest(
+        encoding=ENCODINGS[encoding], model_name=model.name, model_version=model.version
+    )
     if latents is not None:
         if n is not None or seed is not None:
             raise ValueError("give either latents or n and seed, not both")
@@ -89,7 +106,12 @@ def endpoint(value: int | npt.ArrayLike) -> pb.Endpoint:
 
 
 def interpolate_request(
-    start: int | npt.ArrayLike, end: int | npt.ArrayLike, steps: int, method: str, encoding: str
+    start: int | npt.ArrayLike,
+    end: int | npt.ArrayLike,
+    steps: int,
+    method: str,
+    encoding: str,
+    model: ModelOptions,
 ) -> pb.InterpolateRequest:
     if method not in METHODS:
         raise ValueError(f"method must be linear or slerp, not {method!r}")
@@ -101,6 +123,8 @@ def interpolate_request(
         steps=steps,
         method=METHODS[method],
         encoding=ENCODINGS[encoding],
+        model_name=model.name,
+        model_version=model.version,
     )
 
 
@@ -117,6 +141,8 @@ def decode(response: pb.GenerateResponse) -> Generated:
         response.timing.queue_us,
         response.timing.compute_us,
         response.offset,
+        response.model_name,
+        response.model_version,
     )
 
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from dcgan.contract.manifest import MAX_VERSION, MODEL_NAME
+
 if TYPE_CHECKING:
     import grpc
 
@@ -31,6 +33,14 @@ class ConnectionOptions:
     tls_ca: Path | None = None  # the server's CA certificate: connect with TLS
     tls_cert: Path | None = None  # a client certificate, for mutual TLS
     tls_key: Path | None = None  # its private key
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model of the server's repository the calls ask for."""
+
+    name: str = ""  # empty: the only model the server serves
+    version: int = 0  # 0: the newest version the server serves
 
 
 # The connection options of every client command, each with its DCGAN_* variable. Files are
@@ -66,6 +76,25 @@ TlsCert = Annotated[
 TlsKey = Annotated[
     Path | None,
     typer.Option(envvar="DCGAN_TLS_KEY", help="Client key, for mutual TLS.", **READABLE),
+]
+
+
+ModelName = Annotated[
+    str,
+    typer.Option(
+        envvar="DCGAN_MODEL",
+        help="Model to run, by its name in the server's repository.",
+        show_default="the only one served",
+    ),
+]
+ModelVersion = Annotated[
+    int,
+    typer.Option(
+        envvar="DCGAN_MODEL_VERSION",
+        min=0,
+        max=MAX_VERSION,
+        help="Version of --model to run (0: the newest served).",
+    ),
 ]
 
 
@@ -128,6 +157,25 @@ def check_connection(options: ConnectionOptions) -> Credentials:
         cert = _certificates(options.tls_cert, "--tls-cert")
         key = _private_key(options.tls_key, options.tls_cert)
     return Credentials(token, ca, cert, key, tls=bool(options.tls_ca or options.tls_cert))
+
+
+def check_model(
+    model: ModelOptions, options: tuple[str, str] = ("--model", "--model-version")
+) -> None:
+    """Refuse a name no repository folder can have, or a version no request can carry.
+
+    `options`: how the message names the two (the command's flags, or the client's arguments).
+    """
+    name_option, version_option = options
+    if model.name and not MODEL_NAME.fullmatch(model.name):
+        raise OptionError(
+            f"{name_option} {model.name!r} is not a model name: 1-128 letters, digits, "
+            "'_', '.' or '-', the first a letter or digit"
+        )
+    if not 0 <= model.version <= MAX_VERSION:
+        raise OptionError(
+            f"{version_option} {model.version} is not 0 (the newest) or a version 1-{MAX_VERSION}"
+        )
 
 
 # gRPC's name schemes (grpc/doc/naming.md); a target without one is a DNS host[:port].
