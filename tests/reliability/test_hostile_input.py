@@ -161,6 +161,7 @@ METHODS = {
     "/dcgan.v1.Generator/GetModelInfo": "unary",
     "/dcgan.v1.Generator/GenerateStream": "stream",
     "/dcgan.v1.Generator/InterpolateStream": "stream",
+    "/dcgan.v1.ModelRepository/ListModels": "unary",
 }
 SEEDS = [
     pb.GenerateRequest(seeded=pb.SeededLatents(count=2, seed=1)).SerializeToString(),
@@ -208,7 +209,8 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-ALLOWED = {OK, INVALID, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# NOT_FOUND: bytes that decode to a model_name or model_version the server does not serve
+ALLOWED = {OK, INVALID, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.NOT_FOUND}
 
 
 def test_live_fuzz_of_every_rpc(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
