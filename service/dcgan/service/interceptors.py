@@ -3,9 +3,10 @@
 Every RPC of the dcgan.v1 services (Generator, ModelRepository) and of the Open Inference
 Protocol (inference.GRPCInferenceService) passes through `StatusMapping`, which also counts
 requests by method and code, and holds each call as accepted while it runs (see
-dcgan.service.calls). An undecodable request message becomes INVALID_ARGUMENT (grpc's own answer would be INTERNAL);
-anything unexpected becomes INTERNAL with no traceback sent to the caller. A caller that went
-away is no error: its call is counted CANCELLED, or DEADLINE_EXCEEDED when its deadline passed.
+dcgan.service.calls). An undecodable request message becomes INVALID_ARGUMENT (grpc's own
+answer would be INTERNAL); anything unexpected becomes INTERNAL with no traceback sent to the
+caller. A caller that went away is no error: its call is counted CANCELLED, or
+DEADLINE_EXCEEDED when its deadline passed.
 `BearerToken` refuses every call but health checks that lacks the server's token.
 """
 
