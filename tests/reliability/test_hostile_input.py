@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 from tests.support.latents import NZ
+from tests.support.messages import mutated, varint
 from tests.support.servers import ServerThread
 
 LIMIT = 256  # max_latents_per_request of the test server
@@ -176,37 +177,13 @@ SEEDS = [
 
 
 def fuzz_case(rng: random.Random) -> bytes:
-    """Random bytes, or a valid message truncated, bit-flipped, spliced or with wrong wire types."""
-    kind = rng.randrange(6)
-    seed = rng.choice(SEEDS)
-    if kind == 0:
-        return rng.randbytes(rng.randrange(0, 600))
-    if kind == 1:
-        return seed[: rng.randrange(len(seed))]
-    if kind == 2:
-        data = bytearray(seed)
-        for _ in range(rng.randrange(1, 6)):
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-        return bytes(data)
-    if kind == 3:
-        cut = rng.randrange(len(seed))
-        return seed[:cut] + rng.randbytes(rng.randrange(1, 40)) + seed[cut:]
-    if kind == 4:  # field numbers 1..8 with every wire type, including groups and bad lengths
-        field, wire = rng.randrange(1, 9), rng.choice([0, 1, 2, 3, 4, 5, 6, 7])
-        return bytes([(field << 3) | wire]) + rng.randbytes(rng.randrange(0, 12))
+    """A damaged message, or one whose repeated field goes far past the message limit."""
+    if rng.randrange(6):
+        return mutated(rng, SEEDS)
     # huge repeated field: values (field 2, a FloatValues message) far past the message limit
     count = rng.choice([10, 1_000, 2_000_000])
-    inner = b"\x0a" + _varint(4 * count) + b"\x00" * (4 * count)
-    return b"\x12" + _varint(len(inner)) + inner
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+    inner = b"\x0a" + varint(4 * count) + b"\x00" * (4 * count)
+    return b"\x12" + varint(len(inner)) + inner
 
 
 # NOT_FOUND: bytes that decode to a model_name or model_version the server does not serve

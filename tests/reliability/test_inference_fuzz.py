@@ -21,6 +21,7 @@ from tritonclient.grpc import service_pb2 as triton_pb
 
 from dcgan.oip import inference_pb2 as oip
 from tests.support.latents import NZ
+from tests.support.messages import mutated
 from tests.support.servers import ServerThread
 
 LIMIT = 256  # max_latents_per_request of the test server
@@ -168,26 +169,6 @@ def seeds(name: str) -> list[bytes]:
     ]
 
 
-def broken(rng: random.Random, valid: list[bytes]) -> bytes:
-    """Random bytes, or a valid message truncated, bit-flipped, spliced or with wrong wire types."""
-    kind = rng.randrange(5)
-    seed = rng.choice(valid)
-    if kind == 0:
-        return rng.randbytes(rng.randrange(0, 600))
-    if kind == 1:
-        return seed[: rng.randrange(len(seed))]
-    if kind == 2:
-        data = bytearray(seed)
-        for _ in range(rng.randrange(1, 6)):
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-        return bytes(data)
-    if kind == 3:
-        cut = rng.randrange(len(seed))
-        return seed[:cut] + rng.randbytes(rng.randrange(1, 40)) + seed[cut:]
-    field, wire = rng.randrange(1, 9), rng.randrange(8)  # every wire type, groups, bad lengths
-    return seed + bytes([(field << 3) | wire]) + rng.randbytes(rng.randrange(0, 12))
-
-
 def test_live_fuzz_of_every_method(
     server: ServerThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -198,7 +179,7 @@ def test_live_fuzz_of_every_method(
     for method in METHODS:
         rpc = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
         for _ in range(150):
-            data = broken(rng, valid)
+            data = mutated(rng, valid)
             try:
                 rpc(data, timeout=30)
                 code = OK
