@@ -1,7 +1,8 @@
 """The clients against a server of several models: each model by name and a version pinned, from
 the Python clients, dcgan-client and dcgan-bench; an unknown model as NOT_FOUND and a request
 that names none as the server's INVALID_ARGUMENT, one line each; and client-side health checking,
-which takes a replica out of the round the moment it says NOT_SERVING.
+which takes a replica out of the round the moment it says NOT_SERVING (a drain begun), so that
+not one call reaches it to be refused.
 
 The repository: model "rgb" in two versions (the session's export, then a pytorch/examples
 generator of other weights, both 64x64 RGB, nz 100) and model "gray" (64x64, one channel, nz 16),
@@ -350,3 +351,21 @@ def test_health_check_reports_a_not_serving_server_rather_than_failing(
         assert "backend unhealthy" in str(refused.value.details())
     result = client("--target", running.target, "health")
     assert (result.exit_code, result.output) == (1, "NOT_SERVING\n")
+
+
+def test_a_draining_replica_is_left_at_once_not_asked_and_refused(fresh_server: Any) -> None:
+    draining: ServerThread = fresh_server(drain_s=2.0)  # refuses new calls for 2 s of its stop
+    replicas = [draining, fresh_server()]
+    with GeneratorClient("ipv4:" + ",".join(r.target for r in replicas), timeout=10) as spread:
+        grpc.channel_ready_future(spread.channel).result(timeout=10)
+        for seed in range(10):
+            spread.generate(n=1, seed=seed)
+        assert answered_generate(draining) > 0
+        before = draining.server.answered()
+        stopping = asyncio.run_coroutine_threadsafe(draining.server.stop(), draining.loop)
+        time.sleep(0.5)  # the drain's NOT_SERVING reaches the client's balancer
+        for seed in range(30):
+            spread.generate(n=1, seed=seed)
+        during = draining.server.answered()
+        stopping.result(timeout=10)
+    assert during == before  # not one call reached it, not even one refused with UNAVAILABLE
