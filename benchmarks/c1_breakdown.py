@@ -3,6 +3,8 @@
 In one process, on the same export, rounds alternating the stages (A B C ..., then again), so that
 a noisy neighbour hits every stage alike; each stage's mean per call is the median over rounds.
   - raw float graph:    generator.onnx, default session options, every output (the benchmark's raw);
+  - raw float graph, threads set: the same with intra_op_num_threads = cores, which, unlike the
+                        default (0), leaves onnxruntime's threads unpinned;
   - raw serving graph:  generator_serving.onnx, default options, the uint8 pixels only;
   - runtime wide:       dcgan.service.runtime's all-cores session (the lone-batch lane), direct;
   - runtime narrow:     one of its one-thread sessions (the lane under load), direct;
@@ -20,13 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from serve_throughput import describe_machine, machine
+from machine import describe_machine, machine
 
 from dcgan.contract.manifest import ONNX, ONNX_SERVING, read_manifest
 from dcgan.contract.providers import ort
@@ -73,6 +76,9 @@ def stages(export_dir: Path, spinning: bool) -> dict[str, Callable[[float], floa
     latents = np.random.default_rng(1).standard_normal((1, nz), dtype=np.float32)
     cpu = ["CPUExecutionProvider"]
     raw_float = ort.InferenceSession(str(export_dir / manifest.file_of(ONNX)), providers=cpu)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    raw_set = ort.InferenceSession(str(export_dir / manifest.file_of(ONNX)), options, providers=cpu)
     raw_serving = ort.InferenceSession(
         str(export_dir / manifest.file_of(ONNX_SERVING)), providers=cpu
     )
@@ -102,6 +108,7 @@ def stages(export_dir: Path, spinning: bool) -> dict[str, Callable[[float], floa
 
     measured: dict[str, Callable[[float], float]] = {
         "raw float graph": lambda s: timed(lambda: raw_float.run(None, {"z": latents}), s),
+        "raw float, threads set": lambda s: timed(lambda: raw_set.run(None, {"z": latents}), s),
         "raw serving graph": lambda s: timed(
             lambda: raw_serving.run(["pixels"], {"z": latents}), s
         ),
@@ -133,10 +140,10 @@ def main() -> None:
     for round_number in range(args.rounds):
         for name in names[::-1] if round_number % 2 else names:
             rounds[name].append(measured[name](args.seconds) * 1e3)
-    header = f"{'stage':<20} {'mean ms':>8} {'lowest':>8} {'highest':>8}"
+    header = f"{'stage':<22} {'mean ms':>8} {'lowest':>8} {'highest':>8}"
     print(f"{header}  (median round of {args.rounds})")
     for name, values in rounds.items():
-        print(f"{name:<20} {np.median(values):8.3f} {min(values):8.3f} {max(values):8.3f}")
+        print(f"{name:<22} {np.median(values):8.3f} {min(values):8.3f} {max(values):8.3f}")
     print(describe_machine(machine()))
     if args.json:
         args.json.write_text(json.dumps({"rounds_ms": rounds, "machine": machine()}, indent=2))

@@ -49,6 +49,7 @@ from typing import Any
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from machine import describe_machine, machine
 
 from dcgan.contract.manifest import ONNX, read_manifest
 from dcgan.contract.providers import ort
@@ -81,34 +82,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def machine() -> dict[str, Any]:
-    """Cores, CPU model, its avx and amx flags, and the load average right now."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        info = ""
-    models = re.findall(r"^model name\s*:\s*(.+)$", info, re.M)
-    flags = sorted(
-        set(re.findall(r"\b((?:avx|amx)\w*)", " ".join(re.findall(r"^flags.*$", info, re.M))))
-    )
-    return {
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "cpu": models[0] if models else "unknown",
-        "flags": flags,
-        "load_average": [round(load, 2) for load in os.getloadavg()],
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
-
-
-def describe_machine(facts: dict[str, Any]) -> str:
-    load = " ".join(f"{value:.2f}" for value in facts["load_average"])
-    return (
-        f"machine: {facts['cpu']}; {facts['cores']} cores ({facts['usable_cores']} usable); "
-        f"flags: {' '.join(facts['flags']) or '-'}; load average {load}; {facts['date']}"
-    )
 
 
 def raw_session(export_dir: Path) -> tuple[ort.InferenceSession, int]:
