@@ -21,7 +21,9 @@ class RuntimeOptions:
     device: str = "auto"  # auto | cpu | cuda
     instances: int = 0  # sessions running batches in parallel; 0: CPU cores (at most 4), CUDA 1
     intra_op_threads: int = 0  # CPU threads of each of those sessions; 0: cores / instances
-    spinning: bool = True  # let CPU threads spin between runs: lower latency, more CPU burnt
+    # CPU threads spin-waiting for work: on a few cores the spin takes the core that the event
+    # loop and gRPC need, and one request took 1.1-1.4 ms longer (BENCHMARKS.md)
+    spinning: bool = False
     warmup_batch_sizes: tuple[int, ...] = (1, 8, 64)
 
 
