@@ -20,7 +20,7 @@ TRAINED_STEPS = "300"
 @pytest.fixture(scope="session")
 def classifier(mnist_png: Path, tmp_path_factory: pytest.TempPathFactory) -> ClassifierReport:
     """A digits classifier on the 10,000 MNIST test images; 2 epochs: a feature network, quickly."""
-    out = tmp_path_factory.mktemp("classifier") / "digits.pt"
+    out = tmp_path_factory.mktemp("classifier") / "new" / "digits.pt"  # a folder it makes
     return train_classifier(DataSpec("folder", mnist_png, 32, 1), out, epochs=2)
 
 

@@ -154,6 +154,7 @@ def train_classifier(
     buffer = io.BytesIO()
     torch.save(state, buffer)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, lambda handle: handle.write(buffer.getbuffer()))
     except OSError as error:
         raise EvalError(f"cannot write {out}: {error.strerror or error}") from None
