@@ -191,7 +191,15 @@ def test_real_full_and_read_only_filesystems_during_training(
         cli_args(mnist_subset, mount / "run", "--epochs=1000", "--save-every=1", "--keep=5")
     )
     size = "600k" if fault == "full" else "64m"  # a checkpoint of TINY takes about 170 kB
-    break_disk = "true" if fault == "full" else f"mount -o remount,ro {mount}"
+    # a remount is refused (EBUSY) while the run holds a file open for writing: try again, up to
+    # 20 s, and stop the run if it never takes, so that the test fails instead of waiting
+    remount = f"mount -o remount,ro {mount} 2>/dev/null && break"
+    break_disk = (
+        "true"
+        if fault == "full"
+        else f"for _ in $(seq 400); do {remount}; sleep 0.05; done; "
+        f"grep -q ' {mount} .*ro,' /proc/mounts || kill $pid"
+    )
     script = f"""
 set -u
 mount -t tmpfs -o size={size} tmpfs {mount}
