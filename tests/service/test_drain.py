@@ -14,12 +14,11 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dcgan.service.options import RequestLimits
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
-from tests.support.servers import ServerThread
+from tests.support.servers import ServerThread, stop_in_background
 
 STREAM = 4096  # images: many chunks of 64, seconds of work on 2 cores
 
@@ -29,23 +28,6 @@ def in_flight(running: ServerThread, method: str) -> float:
         "dcgan_in_flight_calls", {"method": method}
     )
     return -1.0 if value is None else value
-
-
-def stop_in_background(running: ServerThread) -> threading.Thread:
-    """running.stop() on a thread of its own; returns once health says NOT_SERVING."""
-    stopping = threading.Thread(target=running.stop)
-    stopping.start()
-    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(running.target))
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-        except grpc.RpcError:
-            break
-        if status == health_pb2.HealthCheckResponse.NOT_SERVING:
-            break
-        time.sleep(0.005)
-    return stopping
 
 
 def never_retrieved(records: list[logging.LogRecord]) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -40,7 +39,7 @@ from dcgan.service.options import BatchingOptions
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 from tests.support.latents import NZ
-from tests.support.servers import ServerThread, server_config
+from tests.support.servers import ServerThread, server_config, stop_in_background
 
 SHAPE = (3, 64, 64)  # the test export: C, H, W
 TOKEN = "s3cret"
@@ -69,20 +68,6 @@ def generate(target: str, request: pb.GenerateRequest) -> np.ndarray:
     response = pb_grpc.GeneratorStub(grpc.insecure_channel(target)).Generate(request)
     dtype = np.uint8 if response.dtype == "uint8" else np.float32
     return np.frombuffer(response.data, dtype).reshape(tuple(response.shape))
-
-
-def stop_in_background(running: ServerThread) -> threading.Thread:
-    """running.stop() on a thread of its own; returns once health says NOT_SERVING."""
-    stopping = threading.Thread(target=running.stop)
-    stopping.start()
-    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(running.target))
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
-        if health.Check(request, timeout=1).status == health_pb2.HealthCheckResponse.NOT_SERVING:
-            break
-        time.sleep(0.005)
-    return stopping
 
 
 def status_of(call: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
@@ -473,7 +458,7 @@ def test_a_draining_server_answers_unavailable(fresh_server: Any) -> None:
     running = fresh_server(drain_s=3.0, grace_s=5.0)
     triton_client, name = client(running.target), model_name(running)
     assert triton_client.is_server_ready()
-    stopping = stop_in_background(running)
+    stopping = stop_in_background(running, SERVICE_NAME)
     code, message = status_of(triton_client.infer, name, [latents_input(random_latents(1))])
     assert code == "StatusCode.UNAVAILABLE" and "draining" in message
     stopping.join(30)

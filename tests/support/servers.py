@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dcgan.service.options import BatchingOptions, RequestLimits, RuntimeOptions, ServerConfig
 from dcgan.service.server import GeneratorServer
@@ -61,3 +65,21 @@ def server_config(model_dir: Path, **changes: Any) -> ServerConfig:
         drain_s=0.0,  # the lame-duck period: the drain tests set their own
     )
     return replace(config, **changes)
+
+
+def stop_in_background(running: ServerThread, service: str = "") -> threading.Thread:
+    """running.stop() on a thread of its own; returns once `service`'s health is NOT_SERVING."""
+    stopping = threading.Thread(target=running.stop)
+    stopping.start()
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(running.target))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            request = health_pb2.HealthCheckRequest(service=service)
+            status = health.Check(request, timeout=1).status
+        except grpc.RpcError:
+            break
+        if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+            break
+        time.sleep(0.005)
+    return stopping
