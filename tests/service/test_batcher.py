@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dcgan.service.batcher import DynamicBatcher
+from dcgan.service.batcher import PROBE_EVERY, QUIET_RUNS, DynamicBatcher
 from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull
 from dcgan.service.metrics import ServiceMetrics
 from dcgan.service.options import BatchingOptions
@@ -28,6 +28,7 @@ class Model:
     def __init__(self) -> None:
         self.batches: list[np.ndarray] = []
         self.wide: list[bool] = []
+        self.threads: list[int] = []  # the thread each run ran on
         self.release = threading.Event()
         self.release.set()
         self.gates: dict[int, threading.Event] = {}  # call index -> what that call waits for
@@ -39,6 +40,7 @@ class Model:
         call = len(self.batches)
         self.batches.append(latents.copy())
         self.wide.append(wide)
+        self.threads.append(threading.get_ident())
         self.gates.get(call, self.release).wait(timeout=10)
         time.sleep(self.run_s)
         if self.fail_on is not None and (latents == self.fail_on).any():
@@ -273,3 +275,48 @@ async def test_a_wide_lane_takes_lone_latents_and_the_load_spreads_over_instance
         assert model.wide == [True, True, False, False] and model.sizes == [1, 1, 3, 3]
         assert counter(metrics, "dcgan_model_runs_total", lane="parallel") == 2
         assert counter(metrics, "dcgan_model_runs_total", lane="wide") == 2
+
+
+@scenario
+async def test_calls_one_at_a_time_run_inline_until_a_look_on_a_worker_sees_a_second() -> None:
+    model, metrics = Model(), ServiceMetrics()
+    loop_thread = threading.get_ident()
+    async with batching(model, metrics, instances=2, wide_lane=True) as batcher:
+        for value in range(QUIET_RUNS):  # lone calls: wide, on a worker, nobody else arrives
+            await batcher.submit(latents(value), KINDS)
+        assert loop_thread not in model.threads
+        inline = [await batcher.submit(latents(v), KINDS) for v in range(PROBE_EVERY - 1)]
+        assert model.threads[QUIET_RUNS:] == [loop_thread] * (PROBE_EVERY - 1)
+        for value, result in enumerate(inline):
+            np.testing.assert_array_equal(result.outputs["values"], latents(value) * 2)
+        assert counter(metrics, "dcgan_model_runs_total", lane="inline") == PROBE_EVERY - 1
+        assert counter(metrics, "dcgan_model_runs_total", lane="wide") == QUIET_RUNS
+        # the next lone run looks again, on a worker; a second caller arrives while it computes
+        model.release.clear()
+        look = asyncio.create_task(batcher.submit(latents(100), KINDS))
+        await until(lambda: len(model.batches) == QUIET_RUNS + PROBE_EVERY)
+        assert model.threads[-1] != loop_thread
+        second = asyncio.create_task(batcher.submit(latents(101), KINDS))
+        await until(lambda: batcher.queued == 1)
+        model.release.set()
+        await asyncio.gather(look, second)
+        # from then on, lone calls run on a worker until QUIET_RUNS pass with nobody arriving
+        for value in range(QUIET_RUNS - 1):
+            await batcher.submit(latents(value), KINDS)
+        assert loop_thread not in model.threads[-QUIET_RUNS - 1 :]
+        assert counter(metrics, "dcgan_model_runs_total", lane="inline") == PROBE_EVERY - 1
+
+
+@scenario
+async def test_a_failing_inline_run_fails_its_call_alone() -> None:
+    model = Model()
+    async with batching(model, instances=2, wide_lane=True) as batcher:
+        for value in range(QUIET_RUNS):
+            await batcher.submit(latents(value), KINDS)
+        model.fail_on = 7.0
+        with pytest.raises(ModelFailure):
+            await batcher.submit(latents(7), KINDS)
+        assert model.threads[-1] == threading.get_ident()  # it ran inline
+        after = await batcher.submit(latents(8), KINDS)
+        np.testing.assert_array_equal(after.outputs["values"], latents(8) * 2)
+        assert model.threads[-1] == threading.get_ident()

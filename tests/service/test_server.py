@@ -452,11 +452,8 @@ def test_metrics_count_requests_batches_and_drops(fresh_server: Any) -> None:
     assert value("dcgan_batch_size_count", **version) == runs
     assert value("dcgan_batch_size_sum", **version) == 74
     assert value("dcgan_compute_seconds_count", **version) == runs
-    assert (
-        value("dcgan_model_runs_total", lane="wide", **version)
-        + value("dcgan_model_runs_total", lane="parallel", **version)
-        == runs
-    )
+    lanes = ("inline", "wide", "parallel")
+    assert sum(value("dcgan_model_runs_total", lane=lane, **version) for lane in lanes) == runs
     # once per request, at its first run
     assert value("dcgan_queue_wait_seconds_count", **version) == 3
     assert value("dcgan_queue_depth", **version) == 0  # all answered: nothing left waiting

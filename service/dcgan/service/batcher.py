@@ -11,6 +11,13 @@ dropped before they are computed. An error fails exactly the requests of its bat
 When several instances are free, the waiting latents are spread evenly over them. With a wide
 lane (see dcgan.service.runtime), a handful of latents (no more than the instances) arriving
 while nothing computes run wide instead, on every core, holding all instances until done.
+
+Calls that come one at a time run their wide batch on the event loop itself ("inline"): handing a
+lone batch to a worker thread and back wakes two sleeping threads, about 0.4 ms of a 2.5 ms call
+on a 2-core machine (BENCHMARKS.md). A blocked loop cannot see another caller arrive, so the
+batcher only goes inline after `QUIET_RUNS` lone runs on a worker saw no other request arrive
+while they computed, and sends every `PROBE_EVERY`-th lone run back to a worker to look again;
+the first arrival during one of those runs ends the inline runs.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ Outputs = dict[str, npt.NDArray]  # type: ignore[type-arg]
 RunBatch = Callable[
     [npt.NDArray[np.float32], frozenset[str], bool], Outputs
 ]  # latents, kinds, wide
+QUIET_RUNS = 4  # lone runs on a worker with no other arrival before lone runs go inline
+PROBE_EVERY = 16  # of the lone runs after that, this one in so many runs on a worker again
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,9 @@ class DynamicBatcher:
         self._free = instances
         self._executor = ThreadPoolExecutor(instances, thread_name_prefix="model")
         self._timer: asyncio.TimerHandle | None = None
+        self._quiet_runs = 0  # lone runs in a row on a worker during which nothing arrived
+        self._inline_runs = 0  # inline runs since the last lone run on a worker
+        self._arrived = False  # a request arrived while a batch computed on a worker
 
     # ------------------------------------------------------------------------- callers
 
@@ -146,6 +158,7 @@ class DynamicBatcher:
         request = _Request(latents, kinds, deadline, loop.create_future(), time.monotonic(), count)
         self._queue.append(_Slice(request, 0, count))
         self._queued += count
+        self._arrived = self._arrived or self._free < self._instances
         self._metrics.queue_depth.set(self._queued)
         self._schedule()
         return await request.future  # cancelled with the caller's RPC: its latents are dropped
@@ -238,15 +251,33 @@ class DynamicBatcher:
                 [p.request.latents[p.start : p.start + p.count] for p in parts]
             )
         kinds = frozenset().union(*(p.request.kinds for p in parts))
+        inline = wide and self._goes_inline()
         slots = self._instances if wide else 1
         self._free -= slots
         self._metrics.flushes[reason].inc()
         self._metrics.batch_size.observe(len(latents))
-        self._metrics.runs["wide" if wide else "parallel"].inc()
+        self._metrics.runs["inline" if inline else "wide" if wide else "parallel"].inc()
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds, wide)
-        run.add_done_callback(lambda done: self._finish(parts, started, slots, done))
+        if inline:  # on this thread: the loop waits for the run, as the lone caller does
+            run: asyncio.Future[tuple[Outputs, float]] = loop.create_future()
+            try:
+                run.set_result(self._timed_run(latents, kinds, wide))
+            except Exception as error:
+                run.set_exception(error)
+        else:
+            self._arrived = False
+            run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds, wide)
+        run.add_done_callback(lambda done: self._finish(parts, started, slots, done, wide, inline))
+
+    def _goes_inline(self) -> bool:
+        """Whether a lone batch runs on the event loop: calls have been coming one at a time,
+        and this is not a run that looks again (on a worker) for a second caller."""
+        if self._quiet_runs < QUIET_RUNS or self._inline_runs + 1 >= PROBE_EVERY:
+            self._inline_runs = 0
+            return False
+        self._inline_runs += 1
+        return True
 
     def _timed_run(
         self, latents: npt.NDArray[np.float32], kinds: frozenset[str], wide: bool
@@ -261,8 +292,13 @@ class DynamicBatcher:
         started: float,
         slots: int,
         done: asyncio.Future[tuple[Outputs, float]],
+        wide: bool,
+        inline: bool,
     ) -> None:
         self._free += slots
+        if not inline:  # only a run on a worker lets the loop see who arrives meanwhile
+            quiet = wide and not self._arrived
+            self._quiet_runs = self._quiet_runs + 1 if quiet else 0
         failure = self._failure(parts, done)
         if failure is not None:
             for part in parts:

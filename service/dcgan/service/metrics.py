@@ -44,7 +44,7 @@ _LATENCY_BUCKETS = (
 VERSION = ["model", "version"]
 FLUSH_REASONS = ("full", "idle", "timeout")
 DROP_REASONS = ("deadline", "cancelled")
-LANES = ("wide", "parallel")
+LANES = ("inline", "wide", "parallel")
 VERSION_STATES = ("loading", "ready", "unloading", "failed", "unloaded")
 
 
@@ -122,7 +122,8 @@ class ServiceMetrics:
         )
         self.runs = Counter(
             "dcgan_model_runs",
-            "Model runs, by lane: wide (a lone batch on all cores) or parallel (under load)",
+            "Model runs, by lane: wide (a lone batch on all cores), inline (wide, on the event "
+            "loop: calls one at a time) or parallel (under load)",
             [*VERSION, "lane"],
             registry=registry,
         )
