@@ -24,6 +24,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from dcgan.contract.seeded import seeded_latents
+from dcgan.service.batcher import QUIET_RUNS
 from dcgan.service.options import BatchingOptions
 from dcgan.service.runtime import available_cores
 from dcgan.v1 import generator_pb2 as pb
@@ -422,6 +423,22 @@ def test_graceful_stop_finishes_accepted_work_and_refuses_the_rest(fresh_server:
         assert pixels_of(future.result()).shape == (256, 64, 64, 3)
     stopping.join(30)
     assert not stopping.is_alive()
+
+
+def test_calls_one_at_a_time_run_inline_and_equal_the_same_latents_batched(
+    fresh_server: Any,
+) -> None:
+    running = fresh_server(metrics_port=free_port())
+    latents = random_latents(24, seed=5)
+    generator = stub(running.target)
+    lone = [pixels_of(generator.Generate(packed(latents[i : i + 1]))) for i in range(24)]
+    lanes = exposed(metrics_page(running))
+    (name,) = running.server.models.served_models
+    version = {"model": name, "version": "1"}
+    if running.server.plane.model_info(name, 0).instances > 1:  # a wide lane: 2 cores or more
+        assert lanes("dcgan_model_runs_total", lane="inline", **version) >= 24 - QUIET_RUNS - 2
+    together = pixels_of(generator.Generate(packed(latents)))
+    np.testing.assert_array_equal(np.concatenate(lone), together)
 
 
 def test_metrics_count_requests_batches_and_drops(fresh_server: Any) -> None:
