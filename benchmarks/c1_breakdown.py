@@ -6,10 +6,13 @@ a noisy neighbour hits every stage alike; each stage's mean per call is the medi
   - raw float graph, threads set: the same with intra_op_num_threads = cores, which, unlike the
                         default (0), leaves onnxruntime's threads unpinned;
   - raw serving graph:  generator_serving.onnx, default options, the uint8 pixels only;
-  - runtime wide:       dcgan.service.runtime's all-cores session (the lone-batch lane), direct;
+  - runtime wide:       dcgan.service.runtime's all-cores session of the WIDE lane, direct;
+  - runtime inline lane: its all-cores session of the INLINE lane (spinning unless --no-spinning);
   - runtime narrow:     one of its one-thread sessions (the lane under load), direct;
   - executor hand-off:  an empty function through the batcher's kind of thread pool, from asyncio;
-  - batcher:            DynamicBatcher.submit of one latent on the real runtime (hand-offs, queue);
+  - batcher, on a worker: DynamicBatcher.submit of one latent on the real runtime, its run on a
+                        worker thread (two hand-offs, the queue);
+  - batcher, inline:    the same once calls came one at a time: the run on the event loop itself;
   - protobuf:           parse a GenerateRequest, build and serialise its GenerateResponse.
 The gRPC stack's part is the health round trip and Generate under h2load in serve_throughput.py;
 Generate's mean there minus the batcher's here is what gRPC and the servicer add.
@@ -33,10 +36,10 @@ from machine import describe_machine, machine
 
 from dcgan.contract.manifest import ONNX, ONNX_SERVING, read_manifest
 from dcgan.contract.providers import ort
-from dcgan.service.batcher import DynamicBatcher
+from dcgan.service.batcher import QUIET_RUNS, DynamicBatcher
 from dcgan.service.metrics import ServiceMetrics, VersionMetrics
 from dcgan.service.options import BatchingOptions, RuntimeOptions
-from dcgan.service.runtime import PIXELS, ModelRuntime
+from dcgan.service.runtime import INLINE, PARALLEL, PIXELS, WIDE, ModelRuntime
 from dcgan.v1 import generator_pb2 as pb
 
 PIXELS_ONLY = frozenset({PIXELS})
@@ -87,15 +90,19 @@ def stages(export_dir: Path, spinning: bool) -> dict[str, Callable[[float], floa
     loop = asyncio.new_event_loop()
     executor = ThreadPoolExecutor(runtime.instances)
     metrics = VersionMetrics(ServiceMetrics(), "bench", 1)
-    batcher = DynamicBatcher(
-        runtime.run,
-        BatchingOptions(),
-        metrics,
-        instances=runtime.instances,
-        wide_lane=runtime.has_wide_lane,
-    )
+    batchers = {
+        lane: DynamicBatcher(
+            runtime.run,
+            BatchingOptions(),
+            metrics,
+            instances=runtime.instances,
+            wide_lane=runtime.has_wide_lane,
+            inline_after=inline_after,
+        )
+        for lane, inline_after in (("worker", None), ("inline", QUIET_RUNS))
+    }
     request = pb.GenerateRequest(packed=latents.tobytes()).SerializeToString()
-    pixels = runtime.run(latents, PIXELS_ONLY, True)[PIXELS]
+    pixels = runtime.run(latents, PIXELS_ONLY, WIDE)[PIXELS]
 
     def protobuf() -> bytes:
         parsed = pb.GenerateRequest.FromString(request)
@@ -112,12 +119,20 @@ def stages(export_dir: Path, spinning: bool) -> dict[str, Callable[[float], floa
         "raw serving graph": lambda s: timed(
             lambda: raw_serving.run(["pixels"], {"z": latents}), s
         ),
-        "runtime wide": lambda s: timed(lambda: runtime.run(latents, PIXELS_ONLY, True), s),
-        "runtime narrow": lambda s: timed(lambda: runtime.run(latents, PIXELS_ONLY, False), s),
+        "runtime wide": lambda s: timed(lambda: runtime.run(latents, PIXELS_ONLY, WIDE), s),
+        "runtime inline lane": lambda s: timed(
+            lambda: runtime.run(latents, PIXELS_ONLY, INLINE), s
+        ),
+        "runtime narrow": lambda s: timed(lambda: runtime.run(latents, PIXELS_ONLY, PARALLEL), s),
         "executor hand-off": lambda s: timed_async(
             loop, lambda: loop.run_in_executor(executor, int), s
         ),
-        "batcher": lambda s: timed_async(loop, lambda: batcher.submit(latents, PIXELS_ONLY), s),
+        "batcher, on a worker": lambda s: timed_async(
+            loop, lambda: batchers["worker"].submit(latents, PIXELS_ONLY), s
+        ),
+        "batcher, inline": lambda s: timed_async(
+            loop, lambda: batchers["inline"].submit(latents, PIXELS_ONLY), s
+        ),
         "protobuf": lambda s: timed(protobuf, s),
     }
     return measured

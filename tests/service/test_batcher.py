@@ -17,6 +17,7 @@ from dcgan.service.batcher import PROBE_EVERY, QUIET_RUNS, DynamicBatcher
 from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull
 from dcgan.service.metrics import ServiceMetrics
 from dcgan.service.options import BatchingOptions
+from dcgan.service.runtime import INLINE, PARALLEL, WIDE
 
 KINDS = frozenset({"values"})
 MODEL, VERSION = "model", 1  # the labels of the batcher's metrics
@@ -29,6 +30,7 @@ class Model:
         self.batches: list[np.ndarray] = []
         self.wide: list[bool] = []
         self.threads: list[int] = []  # the thread each run ran on
+        self.lanes: list[str] = []
         self.release = threading.Event()
         self.release.set()
         self.gates: dict[int, threading.Event] = {}  # call index -> what that call waits for
@@ -36,10 +38,11 @@ class Model:
         self.short_by = 0  # return this many rows fewer than given
         self.run_s = 0.0  # how long each run takes, at the least
 
-    def __call__(self, latents: np.ndarray, kinds: frozenset[str], wide: bool) -> dict[str, Any]:
+    def __call__(self, latents: np.ndarray, kinds: frozenset[str], lane: str) -> dict[str, Any]:
         call = len(self.batches)
         self.batches.append(latents.copy())
-        self.wide.append(wide)
+        self.wide.append(lane != PARALLEL)
+        self.lanes.append(lane)
         self.threads.append(threading.get_ident())
         self.gates.get(call, self.release).wait(timeout=10)
         time.sleep(self.run_s)
@@ -287,6 +290,7 @@ async def test_calls_one_at_a_time_run_inline_until_a_look_on_a_worker_sees_a_se
         assert loop_thread not in model.threads
         inline = [await batcher.submit(latents(v), KINDS) for v in range(PROBE_EVERY - 1)]
         assert model.threads[QUIET_RUNS:] == [loop_thread] * (PROBE_EVERY - 1)
+        assert model.lanes == [WIDE] * QUIET_RUNS + [INLINE] * (PROBE_EVERY - 1)
         for value, result in enumerate(inline):
             np.testing.assert_array_equal(result.outputs["values"], latents(value) * 2)
         assert counter(metrics, "dcgan_model_runs_total", lane="inline") == PROBE_EVERY - 1

@@ -25,8 +25,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dcgan.contract.seeded import seeded_latents
 from dcgan.service.batcher import QUIET_RUNS
-from dcgan.service.options import BatchingOptions
-from dcgan.service.runtime import available_cores
+from dcgan.service.options import BatchingOptions, RuntimeOptions
+from dcgan.service.runtime import (
+    INLINE,
+    LANES,
+    PARALLEL,
+    PIXELS,
+    WIDE,
+    ModelRuntime,
+    available_cores,
+)
 from dcgan.v1 import generator_pb2 as pb
 from dcgan.v1 import generator_pb2_grpc as pb_grpc
 from tests.support.latents import NZ, direct, packed, random_latents
@@ -73,6 +81,33 @@ def test_generate_equals_onnxruntime_for_every_encoding(
     np.testing.assert_array_equal(decoded, pixels)
     assert as_pixels.model_sha256 and as_pixels.model_id.startswith("dcgan-")
     assert as_pixels.timing.compute_us > 0
+
+
+@pytest.mark.parametrize("spinning", [True, False])
+def test_only_the_inline_lane_spins_and_every_lane_computes_the_same_pixels(
+    export_dir: Path, spinning: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = ModelRuntime(export_dir, RuntimeOptions(device="cpu", spinning=spinning))
+    with caplog.at_level(logging.INFO, logger="dcgan.service.runtime"):
+        runtime.load()
+    if not runtime.has_wide_lane:
+        pytest.skip("one core: no all-cores lane")
+    sessions = {INLINE: runtime._inline, WIDE: runtime._wide}
+    spins = {
+        lane: session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning"
+        )
+        for lane, session in sessions.items()
+        if session is not None
+    }
+    assert spins == {INLINE: "1" if spinning else "0", WIDE: "0"}
+    assert ("one spinning for calls one at a time" in caplog.text) == spinning
+    latents = random_latents(3, seed=9)
+    kinds = frozenset({PIXELS})
+    pixels = {lane: runtime.run(latents, kinds, lane)[PIXELS] for lane in LANES}
+    np.testing.assert_array_equal(pixels[INLINE], pixels[PARALLEL])
+    np.testing.assert_array_equal(pixels[WIDE], pixels[PARALLEL])
+    runtime.close()
 
 
 def test_an_image_alone_equals_the_same_latent_inside_a_batch_of_64(server: ServerThread) -> None:

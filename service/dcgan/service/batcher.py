@@ -35,11 +35,12 @@ import numpy.typing as npt
 from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull
 from dcgan.service.metrics import VersionMetrics
 from dcgan.service.options import BatchingOptions
+from dcgan.service.runtime import INLINE, PARALLEL, WIDE
 
 Outputs = dict[str, npt.NDArray]  # type: ignore[type-arg]
 RunBatch = Callable[
-    [npt.NDArray[np.float32], frozenset[str], bool], Outputs
-]  # latents, kinds, wide
+    [npt.NDArray[np.float32], frozenset[str], str], Outputs
+]  # latents, kinds, lane (PARALLEL, WIDE or INLINE)
 QUIET_RUNS = 4  # lone runs on a worker with no other arrival before lone runs go inline
 PROBE_EVERY = 16  # of the lone runs after that, this one in so many runs on a worker again
 
@@ -112,7 +113,9 @@ class _Part:
 class DynamicBatcher:
     """Batches for `run_batch`, which runs up to `instances` batches in parallel.
 
-    `wide_lane`: `run_batch(..., wide=True)` runs one batch on every core, holding all instances.
+    `wide_lane`: `run_batch(..., WIDE or INLINE)` runs one batch on every core, holding all
+    instances.
+    `inline_after`: quiet lone runs on a worker before lone runs go inline (None: never).
     """
 
     def __init__(
@@ -123,12 +126,14 @@ class DynamicBatcher:
         *,
         instances: int = 1,
         wide_lane: bool = False,
+        inline_after: int | None = QUIET_RUNS,
     ) -> None:
         self._run_batch = run_batch
         self.options = options
         self._metrics = metrics
         self._instances = instances
         self._wide_lane = wide_lane
+        self._inline_after = inline_after
         self._queue: deque[_Slice] = deque()
         self._queued = 0  # latents in the queue
         self._free = instances
@@ -251,39 +256,43 @@ class DynamicBatcher:
                 [p.request.latents[p.start : p.start + p.count] for p in parts]
             )
         kinds = frozenset().union(*(p.request.kinds for p in parts))
-        inline = wide and self._goes_inline()
+        lane = (INLINE if self._goes_inline() else WIDE) if wide else PARALLEL
         slots = self._instances if wide else 1
         self._free -= slots
         self._metrics.flushes[reason].inc()
         self._metrics.batch_size.observe(len(latents))
-        self._metrics.runs["inline" if inline else "wide" if wide else "parallel"].inc()
+        self._metrics.runs[lane].inc()
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        if inline:  # on this thread: the loop waits for the run, as the lone caller does
+        if lane == INLINE:  # on this thread: the loop waits for the run, as the lone caller does
             run: asyncio.Future[tuple[Outputs, float]] = loop.create_future()
             try:
-                run.set_result(self._timed_run(latents, kinds, wide))
+                run.set_result(self._timed_run(latents, kinds, lane))
             except Exception as error:
                 run.set_exception(error)
         else:
             self._arrived = False
-            run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds, wide)
-        run.add_done_callback(lambda done: self._finish(parts, started, slots, done, wide, inline))
+            run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds, lane)
+        run.add_done_callback(lambda done: self._finish(parts, started, slots, done, lane))
 
     def _goes_inline(self) -> bool:
         """Whether a lone batch runs on the event loop: calls have been coming one at a time,
         and this is not a run that looks again (on a worker) for a second caller."""
-        if self._quiet_runs < QUIET_RUNS or self._inline_runs + 1 >= PROBE_EVERY:
+        if (
+            self._inline_after is None
+            or self._quiet_runs < self._inline_after
+            or self._inline_runs + 1 >= PROBE_EVERY
+        ):
             self._inline_runs = 0
             return False
         self._inline_runs += 1
         return True
 
     def _timed_run(
-        self, latents: npt.NDArray[np.float32], kinds: frozenset[str], wide: bool
+        self, latents: npt.NDArray[np.float32], kinds: frozenset[str], lane: str
     ) -> tuple[Outputs, float]:
         start = time.perf_counter()
-        outputs = self._run_batch(latents, kinds, wide)
+        outputs = self._run_batch(latents, kinds, lane)
         return outputs, time.perf_counter() - start
 
     def _finish(
@@ -292,12 +301,11 @@ class DynamicBatcher:
         started: float,
         slots: int,
         done: asyncio.Future[tuple[Outputs, float]],
-        wide: bool,
-        inline: bool,
+        lane: str,
     ) -> None:
         self._free += slots
-        if not inline:  # only a run on a worker lets the loop see who arrives meanwhile
-            quiet = wide and not self._arrived
+        if lane != INLINE:  # only a run on a worker lets the loop see who arrives meanwhile
+            quiet = lane == WIDE and not self._arrived
             self._quiet_runs = self._quiet_runs + 1 if quiet else 0
         failure = self._failure(parts, done)
         if failure is not None:

@@ -145,7 +145,7 @@ def main(
         bool,
         typer.Option(
             "--spinning/--no-spinning",
-            help="Let CPU threads spin-wait for work (more CPU burnt; on few cores, slower).",
+            help="Calls one at a time: threads spin-wait between operators (off: cores shared).",
             rich_help_panel=MODEL,
         ),
     ] = RuntimeOptions.spinning,

@@ -23,6 +23,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from dcgan.service.runtime import LANES
+
 _LATENCY_BUCKETS = (
     0.0001,
     0.00025,
@@ -44,7 +46,6 @@ _LATENCY_BUCKETS = (
 VERSION = ["model", "version"]
 FLUSH_REASONS = ("full", "idle", "timeout")
 DROP_REASONS = ("deadline", "cancelled")
-LANES = ("inline", "wide", "parallel")
 VERSION_STATES = ("loading", "ready", "unloading", "failed", "unloaded")
 
 

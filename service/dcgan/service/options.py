@@ -21,9 +21,10 @@ class RuntimeOptions:
     device: str = "auto"  # auto | cpu | cuda
     instances: int = 0  # sessions running batches in parallel; 0: CPU cores (at most 4), CUDA 1
     intra_op_threads: int = 0  # CPU threads of each of those sessions; 0: cores / instances
-    # CPU threads spin-waiting for work: on a few cores the spin takes the core that the event
-    # loop and gRPC need, and one request took 1.1-1.4 ms longer (BENCHMARKS.md)
-    spinning: bool = False
+    # calls one at a time run on an all-cores session whose threads spin-wait between operators:
+    # 0.4 ms off each on dedicated cores, 1.7 ms onto each where other work takes a core
+    # (BENCHMARKS.md); lone batches run from a worker thread never spin
+    spinning: bool = True
     warmup_batch_sizes: tuple[int, ...] = (1, 8, 64)
 
 

@@ -11,7 +11,11 @@ loudly, before any port opens, rather than serving from the CPU.
 On the CPU the runtime keeps two kinds of session. Under load, `instances` narrow sessions (one
 thread each by default) run batches side by side: a thread the OS preempts then slows only its
 own batch, where a parallel-for over all cores would wait for it. A lone batch at low load runs
-on the wide session, all cores on one batch, for the lowest latency.
+on a wide session, all cores on one batch, for the lowest latency: with `spinning`, calls that
+come one at a time (the INLINE lane, run on the event loop) get one whose threads spin-wait
+between operators rather than sleep, which saves each operator a wake-up while the event loop
+needs no core of its own; lone batches run from a worker thread (the WIDE lane) keep one whose
+threads sleep, as the worker and the event loop need the cores then (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ _LOGGER = logging.getLogger(__name__)
 
 PIXELS = "pixels"  # output kind: uint8 [n, H, W, C]
 VALUES = "values"  # output kind: float32 [n, C, H, W]
+PARALLEL = "parallel"  # lane: one of the narrow sessions, beside the others
+WIDE = "wide"  # lane: all cores on one batch, from a worker thread
+INLINE = "inline"  # lane: all cores on one batch, from the event loop (calls one at a time)
+LANES = (INLINE, WIDE, PARALLEL)
 
 
 class ModelLoadError(Exception):
@@ -157,6 +165,7 @@ class ModelRuntime:
         self._model_bytes = model_bytes  # the bytes whose sha256 was checked, read once
         self._sessions: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         self._wide: ort.InferenceSession | None = None  # all cores on one batch, at low load
+        self._inline: ort.InferenceSession | None = None  # the same, spinning with `spinning`
         self.provider = ""
         self.instances = 0
 
@@ -175,10 +184,15 @@ class ModelRuntime:
                 sessions = [wide]
             else:
                 self._wide = wide
+                self._inline = (
+                    self._session(cores, spinning=True) if self.options.spinning else wide
+                )
                 sessions = [self._session(threads) for _ in range(self.instances)]
         for session in sessions:
             self._sessions.put(session)
         lanes = "" if self._wide is None else f" (and one of {cores} for lone batches)"
+        if self._inline is not self._wide:
+            lanes = f" (and two of {cores} for lone batches, one spinning for calls one at a time)"
         _LOGGER.info(
             "model %s on %s: %d parallel session(s)%s",
             self.spec.model_id, self.provider, self.instances, lanes,
@@ -188,13 +202,13 @@ class ModelRuntime:
     def has_wide_lane(self) -> bool:
         return self._wide is not None
 
-    def _session(self, threads: int) -> ort.InferenceSession:
+    def _session(self, threads: int, spinning: bool = False) -> ort.InferenceSession:
         providers = self._providers
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = threads
         session_options.inter_op_num_threads = 1
         session_options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if self.options.spinning else "0"
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
         )
         try:
             session = ort.InferenceSession(self._model_bytes, session_options, providers=providers)
@@ -277,20 +291,21 @@ class ModelRuntime:
                 self._sessions.get_nowait()
             except queue.Empty:
                 break
-        self._wide = None
+        self._wide = self._inline = None
         self._model_bytes = b""
 
     def run(
-        self, latents: npt.NDArray[np.float32], kinds: frozenset[str], wide: bool = False
+        self, latents: npt.NDArray[np.float32], kinds: frozenset[str], lane: str = PARALLEL
     ) -> dict[str, npt.NDArray]:  # type: ignore[type-arg]
         """Images for `latents` [n, nz] as the output kinds asked for (PIXELS and/or VALUES).
 
-        `wide`: on the all-cores session; the caller runs nothing else meanwhile.
+        `lane` WIDE or INLINE: on an all-cores session; the caller runs nothing else meanwhile.
         """
         kinds_in_order = sorted(kinds)
         names = [self._outputs[kind] for kind in kinds_in_order]
-        pooled = not wide or self._wide is None
-        session = self._sessions.get() if pooled or self._wide is None else self._wide
+        lone = self._inline if lane == INLINE else self._wide if lane == WIDE else None
+        pooled = lone is None
+        session = self._sessions.get() if lone is None else lone
         try:
             if self.provider == CUDA:
                 outputs = self._run_with_io_binding(session, latents, names)
