@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -102,12 +103,22 @@ def test_only_the_inline_lane_spins_and_every_lane_computes_the_same_pixels(
     }
     assert spins == {INLINE: "1" if spinning else "0", WIDE: "0"}
     assert ("one spinning for calls one at a time" in caplog.text) == spinning
+    ran: list[str] = []
+    for lane, session in {WIDE: runtime._wide, INLINE: runtime._inline}.items():
+        if lane == WIDE or session is not runtime._wide:
+            session.run = functools.partial(record, session.run, ran, lane)  # type: ignore[union-attr]
     latents = random_latents(3, seed=9)
     kinds = frozenset({PIXELS})
     pixels = {lane: runtime.run(latents, kinds, lane)[PIXELS] for lane in LANES}
+    assert ran == ([INLINE, WIDE] if spinning else [WIDE, WIDE])  # LANES: inline, wide, parallel
     np.testing.assert_array_equal(pixels[INLINE], pixels[PARALLEL])
     np.testing.assert_array_equal(pixels[WIDE], pixels[PARALLEL])
     runtime.close()
+
+
+def record(run: Callable[..., Any], ran: list[str], lane: str, *args: Any) -> Any:
+    ran.append(lane)
+    return run(*args)
 
 
 def test_an_image_alone_equals_the_same_latent_inside_a_batch_of_64(server: ServerThread) -> None:

@@ -1,6 +1,7 @@
 """Dynamic batching of latents from concurrent callers, in the manner of Ray Serve's _BatchQueue.
 
-Callers `submit` latents and await a future. Runs happen on worker threads, off the event loop.
+Callers `submit` latents and await a future. Runs happen on worker threads, off the event loop,
+but for the inline ones (below).
 A batch starts as soon as a model instance is free and
   - the queue holds a full batch (`max_batch_size` latents): flush reason "full";
   - nothing is computing: a lone request runs at once, no added latency at low load: "idle";
@@ -13,7 +14,7 @@ lane (see dcgan.service.runtime), a handful of latents (no more than the instanc
 while nothing computes run wide instead, on every core, holding all instances until done.
 
 Calls that come one at a time run their wide batch on the event loop itself ("inline"): handing a
-lone batch to a worker thread and back wakes two sleeping threads, about 0.4 ms of a 2.5 ms call
+lone batch to a worker thread and back wakes two sleeping threads, 0.2-0.3 ms of a 2.2 ms call
 on a 2-core machine (BENCHMARKS.md). A blocked loop cannot see another caller arrive, so the
 batcher only goes inline after `QUIET_RUNS` lone runs on a worker saw no other request arrive
 while they computed, and sends every `PROBE_EVERY`-th lone run back to a worker to look again;
@@ -141,7 +142,7 @@ class DynamicBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._quiet_runs = 0  # lone runs in a row on a worker during which nothing arrived
         self._inline_runs = 0  # inline runs since the last lone run on a worker
-        self._arrived = False  # a request arrived while a batch computed on a worker
+        self._arrived = False  # a request arrived while a batch ran and was not yet finished
 
     # ------------------------------------------------------------------------- callers
 
@@ -256,7 +257,8 @@ class DynamicBatcher:
                 [p.request.latents[p.start : p.start + p.count] for p in parts]
             )
         kinds = frozenset().union(*(p.request.kinds for p in parts))
-        lane = (INLINE if self._goes_inline() else WIDE) if wide else PARALLEL
+        one_caller = len({id(part.request) for part in parts}) == 1
+        lane = (INLINE if one_caller and self._goes_inline() else WIDE) if wide else PARALLEL
         slots = self._instances if wide else 1
         self._free -= slots
         self._metrics.flushes[reason].inc()
@@ -270,10 +272,15 @@ class DynamicBatcher:
                 run.set_result(self._timed_run(latents, kinds, lane))
             except Exception as error:
                 run.set_exception(error)
+            except BaseException:  # its callers are answered, the instances freed, then it goes on
+                run.set_exception(ModelFailure("the model run was interrupted"))
+                raise
         else:
             self._arrived = False
             run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds, lane)
-        run.add_done_callback(lambda done: self._finish(parts, started, slots, done, lane))
+        run.add_done_callback(
+            lambda done: self._finish(parts, started, slots, done, lane, one_caller)
+        )
 
     def _goes_inline(self) -> bool:
         """Whether a lone batch runs on the event loop: calls have been coming one at a time,
@@ -302,11 +309,15 @@ class DynamicBatcher:
         slots: int,
         done: asyncio.Future[tuple[Outputs, float]],
         lane: str,
+        one_caller: bool,
     ) -> None:
         self._free += slots
-        if lane != INLINE:  # only a run on a worker lets the loop see who arrives meanwhile
-            quiet = lane == WIDE and not self._arrived
+        if lane == INLINE:  # a caller arriving before this ran was blocked behind the run
+            self._quiet_runs = 0 if self._arrived else self._quiet_runs
+        else:  # a run on a worker lets the loop see who arrives meanwhile
+            quiet = lane == WIDE and one_caller and not self._arrived
             self._quiet_runs = self._quiet_runs + 1 if quiet else 0
+        self._arrived = False
         failure = self._failure(parts, done)
         if failure is not None:
             for part in parts:

@@ -21,9 +21,9 @@ class RuntimeOptions:
     device: str = "auto"  # auto | cpu | cuda
     instances: int = 0  # sessions running batches in parallel; 0: CPU cores (at most 4), CUDA 1
     intra_op_threads: int = 0  # CPU threads of each of those sessions; 0: cores / instances
-    # calls one at a time run on an all-cores session whose threads spin-wait between operators:
-    # 0.4 ms off each on dedicated cores, 1.7 ms onto each where other work takes a core
-    # (BENCHMARKS.md); lone batches run from a worker thread never spin
+    # on the CPU with 2+ instances, calls one at a time run on an all-cores session whose threads
+    # spin-wait between operators: 0.3 ms off each on dedicated cores, 1.7 ms onto each where
+    # other work takes a core (BENCHMARKS.md); no other session spins
     spinning: bool = True
     warmup_batch_sizes: tuple[int, ...] = (1, 8, 64)
 
