@@ -257,7 +257,7 @@ class DynamicBatcher:
                 [p.request.latents[p.start : p.start + p.count] for p in parts]
             )
         kinds = frozenset().union(*(p.request.kinds for p in parts))
-        one_caller = len({id(part.request) for part in parts}) == 1
+        one_caller = wide and len({id(part.request) for part in parts}) == 1
         lane = (INLINE if one_caller and self._goes_inline() else WIDE) if wide else PARALLEL
         slots = self._instances if wide else 1
         self._free -= slots

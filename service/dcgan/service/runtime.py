@@ -304,7 +304,6 @@ class ModelRuntime:
         kinds_in_order = sorted(kinds)
         names = [self._outputs[kind] for kind in kinds_in_order]
         lone = self._inline if lane == INLINE else self._wide if lane == WIDE else None
-        pooled = lone is None
         session = self._sessions.get() if lone is None else lone
         try:
             if self.provider == CUDA:
@@ -314,7 +313,7 @@ class ModelRuntime:
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise ModelFailure(f"the model run failed: {type(error).__name__}") from error
         finally:
-            if pooled:
+            if lone is None:  # a narrow session, back to the pool
                 self._sessions.put(session)
         return dict(zip(kinds_in_order, outputs, strict=True))
 
