@@ -61,6 +61,7 @@ BIN = Path(sys.executable).parent  # the environment's commands, activated or no
 SCENARIOS = [  # name, concurrency, latents per request, raw batch to compare with
     ("c32 x 1 latent", 32, 1, 32),
     ("c8 x 64 latents", 8, 64, 64),
+    ("c4 x 1 latent", 4, 1, 4),
     ("c1 x 1 latent", 1, 1, 1),
 ]
 GENERATE = "/dcgan.v1.Generator/Generate"

@@ -87,7 +87,7 @@ def test_the_server_serves_the_exported_model_with_the_settings_compose_passed(
     assert (info["model_name"], info["model_version"]) == ("dcgan", 1)
     assert info["source_step"] == TRAIN_STEPS
     assert info["max_batch_size"] == MAX_BATCH_SIZE  # DCGAN_MAX_BATCH_SIZE, set for the tests
-    assert info["max_queue_delay_us"] == 2000  # the others unset: the server's own defaults
+    assert info["max_queue_delay_us"] == 0  # the others unset: the server's own defaults
     assert info["max_queue_size"] == 4096
 
 

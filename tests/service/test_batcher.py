@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dcgan.service.batcher import PROBE_EVERY, QUIET_RUNS, DynamicBatcher
+from dcgan.service.batcher import PROBE_EVERY, QUIET_RUNS, WIDE_AFTER, DynamicBatcher
 from dcgan.service.errors import DeadlineExceeded, ModelFailure, QueueFull
 from dcgan.service.metrics import ServiceMetrics
 from dcgan.service.options import BatchingOptions
@@ -137,17 +137,35 @@ async def test_a_lone_request_runs_at_once_and_a_full_queue_flushes_by_size() ->
 async def test_the_queue_delay_flushes_a_partial_batch_while_another_computes() -> None:
     model, metrics = Model(), ServiceMetrics()
     async with batching(
-        model, metrics, instances=2, max_batch_size=8, max_queue_delay_s=0.05
+        model, metrics, instances=2, max_batch_size=16, max_queue_delay_s=0.05
     ) as batcher:
         blocker = await occupy(batcher, model)
         begin = time.monotonic()
-        waiting = [asyncio.create_task(batcher.submit(latents(i), KINDS)) for i in (1, 2)]
+        waiting = [asyncio.create_task(batcher.submit(latents(i, 4), KINDS)) for i in (1, 2)]
         await until(lambda: len(model.batches) == 2)
         assert time.monotonic() - begin >= 0.045  # held for the delay, then flushed partial
-        assert model.sizes == [1, 2]
+        # the free instance takes its share, half of the 8 latents waiting: one request's 4
+        assert model.sizes == [1, 4] and batcher.queued == 4
         assert counter(metrics, "dcgan_batch_flushes_total", reason="timeout") == 1
         model.release.set()
-        await asyncio.gather(blocker, *waiting)
+        results = await asyncio.gather(blocker, *waiting)
+        assert sum(model.sizes) == 9  # every latent computed once
+        for value, result in zip((1, 2), results[1:], strict=True):
+            np.testing.assert_array_equal(result.outputs["values"], latents(value, 4) * 2)
+
+
+@scenario
+async def test_without_a_queue_delay_a_freed_instance_starts_on_what_waits_at_once() -> None:
+    model, metrics = Model(), ServiceMetrics()
+    async with batching(model, metrics, instances=2) as batcher:  # the default delay: none
+        blocker = await occupy(batcher, model)
+        waiting = asyncio.create_task(batcher.submit(latents(1, 3), KINDS))
+        await until(lambda: len(model.batches) == 2)  # beside the blocker, no wait
+        assert model.sizes == [1, 2] and batcher.queued == 1  # its share: 2 of the 3
+        model.release.set()
+        await asyncio.gather(blocker, waiting)
+        assert model.sizes == [1, 2, 1]
+        np.testing.assert_array_equal(waiting.result().outputs["values"], latents(1, 3) * 2)
 
 
 @scenario
@@ -278,6 +296,39 @@ async def test_a_wide_lane_takes_lone_latents_and_the_load_spreads_over_instance
         assert model.wide == [True, True, False, False] and model.sizes == [1, 1, 3, 3]
         assert counter(metrics, "dcgan_model_runs_total", lane="parallel") == 2
         assert counter(metrics, "dcgan_model_runs_total", lane="wide") == 2
+
+
+@scenario
+async def test_while_calls_overlap_a_lone_batch_leaves_the_other_instances_free() -> None:
+    model, metrics = Model(), ServiceMetrics()
+    async with batching(model, metrics, instances=2, wide_lane=True) as batcher:
+        await batcher.submit(latents(0), KINDS)  # alone: wide, on every core
+        model.release.clear()
+        first = asyncio.create_task(batcher.submit(latents(1), KINDS))
+        await until(lambda: len(model.batches) == 2)
+        second = asyncio.create_task(batcher.submit(latents(2), KINDS))  # during the wide run
+        await until(lambda: batcher.queued == 1)
+        model.release.set()
+        await asyncio.gather(first, second)
+        # calls overlap now: a lone batch takes one instance, and one arriving meanwhile the other
+        lone_gate, beside_gate = threading.Event(), threading.Event()
+        model.gates.update({3: lone_gate, 4: beside_gate})
+        lone = asyncio.create_task(batcher.submit(latents(3), KINDS))
+        await until(lambda: len(model.batches) == 4)
+        beside = asyncio.create_task(batcher.submit(latents(4), KINDS))
+        await until(lambda: len(model.batches) == 5)  # started at once, beside the lone run
+        beside_gate.set()
+        await beside
+        lone_gate.set()
+        await lone
+        assert model.lanes == [WIDE, WIDE, PARALLEL, PARALLEL, PARALLEL]
+        for value, result in ((3, lone.result()), (4, beside.result())):
+            np.testing.assert_array_equal(result.outputs["values"], latents(value) * 2)
+        # WIDE_AFTER lone runs with nobody else arriving: calls come one at a time again
+        for value in range(WIDE_AFTER + 1):
+            await batcher.submit(latents(value), KINDS)
+        assert model.lanes[5:] == [PARALLEL] * WIDE_AFTER + [WIDE]
+        assert counter(metrics, "dcgan_model_runs_total", lane="parallel") == 3 + WIDE_AFTER
 
 
 @scenario

@@ -39,7 +39,7 @@ SERVE_OPTIONS = [
     ("Calls one at a time: threads spin-wait between operators (off: cores shared).",
      "DCGAN_SPINNING", "spinning"),
     ("Latents per model run.", "DCGAN_MAX_BATCH_SIZE", "64"),
-    ("Longest wait for a batch to fill while one computes.", "DCGAN_MAX_QUEUE_DELAY_US", "2000"),
+    ("Longest wait for a batch to fill while one computes.", "DCGAN_MAX_QUEUE_DELAY_US", "0"),
     ("Latents waiting at most; more get RESOURCE_EXHAUSTED.", "DCGAN_MAX_QUEUE_SIZE", "4096"),
     ("Latents one Generate or Interpolate may ask for.", "DCGAN_MAX_LATENTS_PER_REQUEST", "256"),
     ("Latents one GenerateStream, or steps one InterpolateStream, may ask for.",

@@ -9,9 +9,13 @@ A batch starts as soon as a model instance is free and
 While a batch computes, the next one gathers. A request larger than a batch is split across
 batches and reassembled in order. Latents whose caller went away, or whose deadline passed, are
 dropped before they are computed. An error fails exactly the requests of its batch.
-When several instances are free, the waiting latents are spread evenly over them. With a wide
-lane (see dcgan.service.runtime), a handful of latents (no more than the instances) arriving
-while nothing computes run wide instead, on every core, holding all instances until done.
+A free instance takes its share of what waits, 1/instances of it, and leaves the rest to the
+next instance to free: batches even out, and none holds latents that another could start sooner.
+With a wide lane (see dcgan.service.runtime), a handful of latents (no more than the instances)
+arriving while nothing computes run wide instead, on every core, holding all instances until
+done; but not while calls overlap (a run saw another request arrive, or a batch held two): a
+wide run would keep the next caller waiting for all of it, so lone batches then run on one
+instance, until `WIDE_AFTER` lone runs in a row saw nobody else arrive.
 
 Calls that come one at a time run their wide batch on the event loop itself ("inline"): handing a
 lone batch to a worker thread and back wakes two sleeping threads, 0.2-0.3 ms of a 2.2 ms call
@@ -42,6 +46,7 @@ Outputs = dict[str, npt.NDArray]  # type: ignore[type-arg]
 RunBatch = Callable[
     [npt.NDArray[np.float32], frozenset[str], str], Outputs
 ]  # latents, kinds, lane (PARALLEL, WIDE or INLINE)
+WIDE_AFTER = 2  # lone runs in a row during which nothing arrived, after overlapping calls
 QUIET_RUNS = 4  # lone runs on a worker with no other arrival before lone runs go inline
 PROBE_EVERY = 16  # of the lone runs after that, this one in so many runs on a worker again
 
@@ -142,7 +147,8 @@ class DynamicBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._quiet_runs = 0  # lone runs in a row on a worker during which nothing arrived
         self._inline_runs = 0  # inline runs since the last lone run on a worker
-        self._arrived = False  # a request arrived while a batch ran and was not yet finished
+        self._arrivals = 0  # requests submitted so far: a run that sees this change was not alone
+        self._concurrent = False  # calls overlap: lone batches run narrow, not wide
 
     # ------------------------------------------------------------------------- callers
 
@@ -164,7 +170,7 @@ class DynamicBatcher:
         request = _Request(latents, kinds, deadline, loop.create_future(), time.monotonic(), count)
         self._queue.append(_Slice(request, 0, count))
         self._queued += count
-        self._arrived = self._arrived or self._free < self._instances
+        self._arrivals += 1
         self._metrics.queue_depth.set(self._queued)
         self._schedule()
         return await request.future  # cancelled with the caller's RPC: its latents are dropped
@@ -189,11 +195,13 @@ class DynamicBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        max_batch = self.options.max_batch_size
+        share = -(-self._queued // self._instances)  # what each instance takes of what waits
         while self._free > 0 and self._queue:
             computing = self._free < self._instances
             oldest = self._queue[0].request.submitted
             waited = time.monotonic() - oldest
-            if self._queued >= self.options.max_batch_size:
+            if self._queued >= max_batch:
                 reason = "full"
             elif not computing:
                 reason = "idle"
@@ -203,11 +211,15 @@ class DynamicBatcher:
                 delay = self.options.max_queue_delay_s - waited
                 self._timer = asyncio.get_running_loop().call_later(delay, self._schedule)
                 return
-            # A handful of latents with nothing computing: all cores on them (low latency).
-            # Otherwise spread what waits over the free instances, so no core idles.
-            wide = self._wide_lane and not computing and self._queued <= self._instances
-            size = min(self.options.max_batch_size, -(-self._queued // self._free))
-            parts = self._take(self.options.max_batch_size if wide else size)
+            # A handful of latents with nothing computing, calls one at a time: all cores on
+            # them (low latency). Otherwise this instance's share of what waits.
+            wide = (
+                self._wide_lane
+                and not computing
+                and self._queued <= self._instances
+                and not self._concurrent
+            )
+            parts = self._take(max_batch if wide else min(max_batch, share))
             if parts:
                 self._start(parts, reason, wide)
         self._metrics.queue_depth.set(self._queued)
@@ -257,7 +269,7 @@ class DynamicBatcher:
                 [p.request.latents[p.start : p.start + p.count] for p in parts]
             )
         kinds = frozenset().union(*(p.request.kinds for p in parts))
-        one_caller = wide and len({id(part.request) for part in parts}) == 1
+        one_caller = len(parts) == 1  # a request appears once in a batch
         lane = (INLINE if one_caller and self._goes_inline() else WIDE) if wide else PARALLEL
         slots = self._instances if wide else 1
         self._free -= slots
@@ -265,6 +277,7 @@ class DynamicBatcher:
         self._metrics.batch_size.observe(len(latents))
         self._metrics.runs[lane].inc()
         started = time.monotonic()
+        arrivals = self._arrivals
         loop = asyncio.get_running_loop()
         if lane == INLINE:  # on this thread: the loop waits for the run, as the lone caller does
             run: asyncio.Future[tuple[Outputs, float]] = loop.create_future()
@@ -276,10 +289,9 @@ class DynamicBatcher:
                 run.set_exception(ModelFailure("the model run was interrupted"))
                 raise
         else:
-            self._arrived = False
             run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds, lane)
         run.add_done_callback(
-            lambda done: self._finish(parts, started, slots, done, lane, one_caller)
+            lambda done: self._finish(parts, started, slots, done, lane, one_caller, arrivals)
         )
 
     def _goes_inline(self) -> bool:
@@ -310,14 +322,18 @@ class DynamicBatcher:
         done: asyncio.Future[tuple[Outputs, float]],
         lane: str,
         one_caller: bool,
+        arrivals: int,
     ) -> None:
         self._free += slots
+        arrived = self._arrivals != arrivals
         if lane == INLINE:  # a caller arriving before this ran was blocked behind the run
-            self._quiet_runs = 0 if self._arrived else self._quiet_runs
+            self._quiet_runs = 0 if arrived else self._quiet_runs
         else:  # a run on a worker lets the loop see who arrives meanwhile
-            quiet = lane == WIDE and one_caller and not self._arrived
-            self._quiet_runs = self._quiet_runs + 1 if quiet else 0
-        self._arrived = False
+            self._quiet_runs = self._quiet_runs + 1 if one_caller and not arrived else 0
+        if self._quiet_runs == 0:
+            self._concurrent = True
+        elif self._quiet_runs >= WIDE_AFTER:
+            self._concurrent = False
         failure = self._failure(parts, done)
         if failure is not None:
             for part in parts:

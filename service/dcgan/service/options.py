@@ -33,7 +33,10 @@ class BatchingOptions:
     """The user's batching settings; what the model can do comes to DynamicBatcher itself."""
 
     max_batch_size: int = 64  # latents per model run
-    max_queue_delay_s: float = 0.002  # the longest a request waits for a batch to fill
+    # The longest a request waits for a batch to fill while another computes. No wait by
+    # default, as Triton's: a one-thread CPU session takes the same time an image whatever the
+    # batch, so a wait only idles a core (BENCHMARKS.md); one instance never waits anyway.
+    max_queue_delay_s: float = 0.0
     max_queue_size: int = 4096  # latents waiting at most; more is refused with QueueFull
 
 
