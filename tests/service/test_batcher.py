@@ -299,6 +299,46 @@ async def test_a_wide_lane_takes_lone_latents_and_the_load_spreads_over_instance
 
 
 @scenario
+async def test_what_a_flush_left_to_the_next_instance_does_not_wait_out_the_delay() -> None:
+    model, metrics = Model(), ServiceMetrics()
+    async with batching(
+        model, metrics, instances=2, max_batch_size=4, max_queue_delay_s=10.0
+    ) as batcher:
+        blocker = await occupy(batcher, model)
+        share_gate = threading.Event()
+        model.gates[1] = share_gate
+        queued = [asyncio.create_task(batcher.submit(latents(v), KINDS)) for v in range(1, 5)]
+        await until(lambda: len(model.batches) == 2)  # a full batch waits: its share starts
+        assert model.sizes == [1, 2] and batcher.queued == 2
+        share_gate.set()
+        await until(lambda: len(model.batches) == 3, timeout=2.0)  # not after 10 s
+        assert model.sizes == [1, 2, 1]  # its share of the 2 left, released by the full flush
+        assert counter(metrics, "dcgan_batch_flushes_total", reason="full") == 2
+        assert counter(metrics, "dcgan_batch_flushes_total", reason="timeout") == 0
+        model.release.set()
+        results = await asyncio.gather(blocker, *queued)
+        assert model.sizes == [1, 2, 1, 1]
+        for value, result in enumerate(results):
+            np.testing.assert_array_equal(result.outputs["values"], latents(value) * 2)
+
+
+@scenario
+async def test_requests_that_waited_together_count_as_overlapping_calls() -> None:
+    model = Model()
+    async with batching(model, instances=2, wide_lane=True) as batcher:
+        model.release.clear()
+        wide = asyncio.create_task(batcher.submit(latents(0), KINDS))
+        await until(lambda: len(model.batches) == 1)
+        pair = [asyncio.create_task(batcher.submit(latents(v), KINDS)) for v in (1, 2)]
+        await until(lambda: batcher.queued == 2)
+        model.release.set()
+        await asyncio.gather(wide, *pair)
+        assert model.lanes == [WIDE, PARALLEL, PARALLEL]  # the pair side by side, no one arriving
+        await batcher.submit(latents(3), KINDS)
+        assert model.lanes[3] == PARALLEL  # the pair's runs had company: calls still overlap
+
+
+@scenario
 async def test_while_calls_overlap_a_lone_batch_leaves_the_other_instances_free() -> None:
     model, metrics = Model(), ServiceMetrics()
     async with batching(model, metrics, instances=2, wide_lane=True) as batcher:

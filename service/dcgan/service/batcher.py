@@ -10,12 +10,13 @@ While a batch computes, the next one gathers. A request larger than a batch is s
 batches and reassembled in order. Latents whose caller went away, or whose deadline passed, are
 dropped before they are computed. An error fails exactly the requests of its batch.
 A free instance takes its share of what waits, 1/instances of it, and leaves the rest to the
-next instance to free: batches even out, and none holds latents that another could start sooner.
+next instance to free, which starts on it without waiting out the delay again: batches even out,
+and none holds latents that another could start sooner.
 With a wide lane (see dcgan.service.runtime), a handful of latents (no more than the instances)
 arriving while nothing computes run wide instead, on every core, holding all instances until
-done; but not while calls overlap (a run saw another request arrive, or a batch held two): a
-wide run would keep the next caller waiting for all of it, so lone batches then run on one
-instance, until `WIDE_AFTER` lone runs in a row saw nobody else arrive.
+done; but not while calls overlap (a run had company: another request arrived, waited or
+computed beside it): a wide run would keep the next caller waiting for all of it, so lone
+batches then run on one instance, until `WIDE_AFTER` runs in a row were alone.
 
 Calls that come one at a time run their wide batch on the event loop itself ("inline"): handing a
 lone batch to a worker thread and back wakes two sleeping threads, 0.2-0.3 ms of a 2.2 ms call
@@ -66,6 +67,7 @@ class _Request:
     future: asyncio.Future[BatchResult]
     submitted: float
     remaining: int
+    arrival: int  # its number among the batcher's requests, from 1
     outputs: Outputs = field(default_factory=dict)
     queue_s: float | None = None
     compute_s: float = 0.0
@@ -145,10 +147,14 @@ class DynamicBatcher:
         self._free = instances
         self._executor = ThreadPoolExecutor(instances, thread_name_prefix="model")
         self._timer: asyncio.TimerHandle | None = None
-        self._quiet_runs = 0  # lone runs in a row on a worker during which nothing arrived
+        self._quiet_runs = 0  # runs in a row alone in the batcher, on a worker, no one arriving
         self._inline_runs = 0  # inline runs since the last lone run on a worker
         self._arrivals = 0  # requests submitted so far: a run that sees this change was not alone
         self._concurrent = False  # calls overlap: lone batches run narrow, not wide
+        # The requests up to this arrival were waiting when a batch last started: released, they
+        # start with the next free instance, without waiting out the delay again.
+        self._released = 0
+        self._released_by = "idle"  # the flush reason that released them
 
     # ------------------------------------------------------------------------- callers
 
@@ -167,10 +173,12 @@ class DynamicBatcher:
                 f"{self.options.max_queue_size}"
             )
         loop = asyncio.get_running_loop()
-        request = _Request(latents, kinds, deadline, loop.create_future(), time.monotonic(), count)
+        self._arrivals += 1
+        request = _Request(
+            latents, kinds, deadline, loop.create_future(), time.monotonic(), count, self._arrivals
+        )
         self._queue.append(_Slice(request, 0, count))
         self._queued += count
-        self._arrivals += 1
         self._metrics.queue_depth.set(self._queued)
         self._schedule()
         return await request.future  # cancelled with the caller's RPC: its latents are dropped
@@ -196,15 +204,17 @@ class DynamicBatcher:
             self._timer.cancel()
             self._timer = None
         max_batch = self.options.max_batch_size
-        share = -(-self._queued // self._instances)  # what each instance takes of what waits
+        share = max(1, -(-self._queued // self._instances))  # what an instance takes of it
         while self._free > 0 and self._queue:
             computing = self._free < self._instances
-            oldest = self._queue[0].request.submitted
-            waited = time.monotonic() - oldest
+            oldest = self._queue[0].request
+            waited = time.monotonic() - oldest.submitted
             if self._queued >= max_batch:
                 reason = "full"
             elif not computing:
                 reason = "idle"
+            elif oldest.arrival <= self._released:
+                reason = self._released_by
             elif waited >= self.options.max_queue_delay_s:
                 reason = "timeout"
             else:
@@ -221,6 +231,7 @@ class DynamicBatcher:
             )
             parts = self._take(max_batch if wide else min(max_batch, share))
             if parts:
+                self._released, self._released_by = self._arrivals, reason
                 self._start(parts, reason, wide)
         self._metrics.queue_depth.set(self._queued)
 
@@ -269,8 +280,9 @@ class DynamicBatcher:
                 [p.request.latents[p.start : p.start + p.count] for p in parts]
             )
         kinds = frozenset().union(*(p.request.kinds for p in parts))
-        one_caller = len(parts) == 1  # a request appears once in a batch
-        lane = (INLINE if one_caller and self._goes_inline() else WIDE) if wide else PARALLEL
+        # One request (it appears once in a batch), nothing else waiting or computing.
+        alone = len(parts) == 1 and not self._queue and self._free == self._instances
+        lane = (INLINE if alone and self._goes_inline() else WIDE) if wide else PARALLEL
         slots = self._instances if wide else 1
         self._free -= slots
         self._metrics.flushes[reason].inc()
@@ -291,7 +303,7 @@ class DynamicBatcher:
         else:
             run = loop.run_in_executor(self._executor, self._timed_run, latents, kinds, lane)
         run.add_done_callback(
-            lambda done: self._finish(parts, started, slots, done, lane, one_caller, arrivals)
+            lambda done: self._finish(parts, started, slots, done, lane, alone, arrivals)
         )
 
     def _goes_inline(self) -> bool:
@@ -321,7 +333,7 @@ class DynamicBatcher:
         slots: int,
         done: asyncio.Future[tuple[Outputs, float]],
         lane: str,
-        one_caller: bool,
+        alone: bool,
         arrivals: int,
     ) -> None:
         self._free += slots
@@ -329,7 +341,7 @@ class DynamicBatcher:
         if lane == INLINE:  # a caller arriving before this ran was blocked behind the run
             self._quiet_runs = 0 if arrived else self._quiet_runs
         else:  # a run on a worker lets the loop see who arrives meanwhile
-            self._quiet_runs = self._quiet_runs + 1 if one_caller and not arrived else 0
+            self._quiet_runs = self._quiet_runs + 1 if alone and not arrived else 0
         if self._quiet_runs == 0:
             self._concurrent = True
         elif self._quiet_runs >= WIDE_AFTER:
