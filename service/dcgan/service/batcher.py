@@ -47,7 +47,7 @@ Outputs = dict[str, npt.NDArray]  # type: ignore[type-arg]
 RunBatch = Callable[
     [npt.NDArray[np.float32], frozenset[str], str], Outputs
 ]  # latents, kinds, lane (PARALLEL, WIDE or INLINE)
-WIDE_AFTER = 2  # lone runs in a row during which nothing arrived, after overlapping calls
+WIDE_AFTER = 2  # runs in a row alone in the batcher that end overlapping calls
 QUIET_RUNS = 4  # lone runs on a worker with no other arrival before lone runs go inline
 PROBE_EVERY = 16  # of the lone runs after that, this one in so many runs on a worker again
 
