@@ -38,6 +38,8 @@ SERVE_OPTIONS = [
     ("CPU threads per session (0: cores / instances).", "DCGAN_INTRA_OP_THREADS", "0"),
     ("Calls one at a time: threads spin-wait between operators (off: cores shared).",
      "DCGAN_SPINNING", "spinning"),
+    ("Under load, each one-thread session runs on a core of its own.", "DCGAN_PIN_CORES",
+     "pin-cores"),
     ("Latents per model run.", "DCGAN_MAX_BATCH_SIZE", "64"),
     ("Longest wait for a batch to fill while one computes.", "DCGAN_MAX_QUEUE_DELAY_US", "0"),
     ("Latents waiting at most; more get RESOURCE_EXHAUSTED.", "DCGAN_MAX_QUEUE_SIZE", "4096"),

@@ -6,6 +6,7 @@ import functools
 import io
 import logging
 import math
+import os
 import threading
 import time
 import urllib.request
@@ -113,6 +114,49 @@ def test_only_the_inline_lane_spins_and_every_lane_computes_the_same_pixels(
     assert ran == ([INLINE, WIDE] if spinning else [WIDE, WIDE])  # LANES: inline, wide, parallel
     np.testing.assert_array_equal(pixels[INLINE], pixels[PARALLEL])
     np.testing.assert_array_equal(pixels[WIDE], pixels[PARALLEL])
+    runtime.close()
+
+
+@pytest.mark.parametrize("pin_cores", [True, False])
+def test_parallel_sessions_run_each_on_a_core_of_its_own(
+    export_dir: Path, pin_cores: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    if available_cores() < 2:
+        pytest.skip("one core: nothing to pin to")
+    runtime = ModelRuntime(export_dir, RuntimeOptions(device="cpu", pin_cores=pin_cores))
+    with caplog.at_level(logging.INFO, logger="dcgan.service.runtime"):
+        runtime.load()
+    allowed = os.sched_getaffinity(0)
+    seen: list[set[int]] = []  # the running thread's cores, during each run
+
+    def where(run: Callable[..., Any], *args: Any) -> Any:
+        seen.append(os.sched_getaffinity(0))
+        return run(*args)
+
+    narrow = [runtime._sessions.get() for _ in range(runtime.instances)]
+    for session, _ in narrow:
+        session.run = functools.partial(where, session.run)  # type: ignore[method-assign]
+    for pair in narrow:
+        runtime._sessions.put(pair)
+    latents = random_latents(2, seed=4)
+    after: list[set[int]] = []
+
+    def worker() -> None:  # as the batcher's worker threads run them
+        for _ in range(2 * runtime.instances):
+            runtime.run(latents, frozenset({PIXELS}), PARALLEL)
+            after.append(os.sched_getaffinity(0))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert after == [allowed] * (2 * runtime.instances)  # pinned for the run only
+    if pin_cores:
+        cores = sorted(allowed)[: runtime.instances]
+        assert seen == [{core} for core in cores] * 2  # the queue hands sessions out in turn
+        assert f"on cores {', '.join(map(str, cores))}" in caplog.text
+    else:
+        assert seen == [allowed] * (2 * runtime.instances)
+        assert "on cores" not in caplog.text
     runtime.close()
 
 

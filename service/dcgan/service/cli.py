@@ -149,6 +149,14 @@ def main(
             rich_help_panel=MODEL,
         ),
     ] = RuntimeOptions.spinning,
+    pin_cores: Annotated[
+        bool,
+        typer.Option(
+            "--pin-cores/--no-pin-cores",
+            help="Under load, each one-thread session runs on a core of its own.",
+            rich_help_panel=MODEL,
+        ),
+    ] = RuntimeOptions.pin_cores,
     max_batch_size: Annotated[
         int,
         typer.Option(
@@ -357,6 +365,7 @@ def main(
             instances=instances,
             intra_op_threads=intra_op_threads,
             spinning=spinning,
+            pin_cores=pin_cores,
         ),
         batching=BatchingOptions(
             max_batch_size=max_batch_size,

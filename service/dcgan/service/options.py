@@ -25,6 +25,9 @@ class RuntimeOptions:
     # spin-wait between operators: 0.3 ms off each on dedicated cores, 1.7 ms onto each where
     # other work takes a core (BENCHMARKS.md); no other session spins
     spinning: bool = True
+    # on the CPU, each one-thread parallel session runs its batches on a core of its own:
+    # +5-11% at concurrency 16-32 on 2 cores (BENCHMARKS.md); off lets the OS move them
+    pin_cores: bool = True
     warmup_batch_sizes: tuple[int, ...] = (1, 8, 64)
 
 
