@@ -26,7 +26,7 @@ class RuntimeOptions:
     # other work takes a core (BENCHMARKS.md); no other session spins
     spinning: bool = True
     # on the CPU, each one-thread parallel session runs its batches on a core of its own:
-    # +5-11% at concurrency 16-32 on 2 cores (BENCHMARKS.md); off lets the OS move them
+    # +10% at concurrency 16, +2-6% at 32 on 2 cores (BENCHMARKS.md); off leaves it to the OS
     pin_cores: bool = True
     warmup_batch_sizes: tuple[int, ...] = (1, 8, 64)
 

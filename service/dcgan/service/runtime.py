@@ -17,9 +17,9 @@ between operators rather than sleep, which saves each operator a wake-up while t
 needs no core of its own; lone batches run from a worker thread (the WIDE lane) keep one whose
 threads sleep, as the worker and the event loop need the cores then (BENCHMARKS.md).
 With `pin_cores`, each one-thread narrow session runs its batches on a core of its own (the
-running thread's affinity, set for the run): left to the OS, a woken batch often waits on the
-busy core of the thread that woke it while another core idles. At c32 on 2 cores the model
-threads then get 0.77 of a core each instead of 0.73, +5-11% images/s at c16-c32 (BENCHMARKS.md).
+running thread's affinity, set for the run). Left to the OS, the threads share the cores less
+evenly: at c32 on 2 cores the event loop was preempted three times as often and each model
+thread got 0.73 of a core, against 0.77 pinned; +10% images/s at c16, +2-6% at c32.
 """
 
 from __future__ import annotations
