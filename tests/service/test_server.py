@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dcgan.contract.seeded import seeded_latents
 from dcgan.service.batcher import QUIET_RUNS
+from dcgan.service.errors import ModelFailure
 from dcgan.service.options import BatchingOptions, RuntimeOptions
 from dcgan.service.runtime import (
     INLINE,
@@ -123,7 +124,8 @@ def test_parallel_sessions_run_each_on_a_core_of_its_own(
 ) -> None:
     if available_cores() < 2:
         pytest.skip("one core: nothing to pin to")
-    runtime = ModelRuntime(export_dir, RuntimeOptions(device="cpu", pin_cores=pin_cores))
+    options = RuntimeOptions(device="cpu", instances=2, intra_op_threads=1, pin_cores=pin_cores)
+    runtime = ModelRuntime(export_dir, options)
     with caplog.at_level(logging.INFO, logger="dcgan.service.runtime"):
         runtime.load()
     allowed = os.sched_getaffinity(0)
@@ -131,33 +133,56 @@ def test_parallel_sessions_run_each_on_a_core_of_its_own(
 
     def where(run: Callable[..., Any], *args: Any) -> Any:
         seen.append(os.sched_getaffinity(0))
+        if len(seen) == 3:
+            raise RuntimeError("a failing run")
         return run(*args)
 
-    narrow = [runtime._sessions.get() for _ in range(runtime.instances)]
+    narrow = [runtime._sessions.get() for _ in range(2)]
     for session, _ in narrow:
         session.run = functools.partial(where, session.run)  # type: ignore[method-assign]
     for pair in narrow:
         runtime._sessions.put(pair)
     latents = random_latents(2, seed=4)
     after: list[set[int]] = []
+    failures: list[str] = []
 
     def worker() -> None:  # as the batcher's worker threads run them
-        for _ in range(2 * runtime.instances):
-            runtime.run(latents, frozenset({PIXELS}), PARALLEL)
+        for _ in range(4):
+            try:
+                runtime.run(latents, frozenset({PIXELS}), PARALLEL)
+            except ModelFailure as failure:
+                failures.append(str(failure))
             after.append(os.sched_getaffinity(0))
 
     thread = threading.Thread(target=worker)
     thread.start()
     thread.join()
-    assert after == [allowed] * (2 * runtime.instances)  # pinned for the run only
+    assert failures == ["the model run failed: RuntimeError"]
+    assert after == [allowed] * 4  # pinned for the run only, a failing one too
     if pin_cores:
-        cores = sorted(allowed)[: runtime.instances]
-        assert seen == [{core} for core in cores] * 2  # the queue hands sessions out in turn
-        assert f"on cores {', '.join(map(str, cores))}" in caplog.text
+        cores = [next(iter(cores)) for cores in seen[:2]]
+        assert seen == [{cores[0]}, {cores[1]}] * 2  # the queue hands the sessions out in turn
+        assert cores[0] != cores[1] and set(cores) <= allowed
+        assert f"on cores {cores[0]}, {cores[1]}" in caplog.text
     else:
-        assert seen == [allowed] * (2 * runtime.instances)
+        assert seen == [allowed] * 4
         assert "on cores" not in caplog.text
     runtime.close()
+
+
+def test_each_runtime_pins_its_sessions_to_the_next_cores(export_dir: Path) -> None:
+    """Two models (or versions) of one session each: not both on the same core."""
+    if available_cores() < 2:
+        pytest.skip("one core: nothing to pin to")
+    options = RuntimeOptions(device="cpu", instances=1, intra_op_threads=1)
+    runtimes = [ModelRuntime(export_dir, options) for _ in range(2)]
+    cores = []
+    for runtime in runtimes:
+        runtime.load()
+        _, core = runtime._sessions.get()
+        cores.append(core)
+        runtime.close()
+    assert None not in cores and cores[0] != cores[1]
 
 
 def record(run: Callable[..., Any], ran: list[str], lane: str, *args: Any) -> Any:
