@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,6 +191,22 @@ class _Progress:
             self.bar.update(self.task, status=text)
 
 
+class _QuietWriterFailures:
+    """A thread hook that leaves TensorBoard's writer thread failing without a traceback: the
+    writer keeps its OSError (a full or read-only disk) and raises it again on the run's next
+    write, which dcgan-train reports in one line. Every other thread's failure goes on as before."""
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(self, args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, OSError) and type(args.thread).__module__.startswith(
+            "tensorboard."
+        ):
+            return
+        self.previous(args)
+
+
 class RunLog:
     """Metrics, grids, plots and progress of one run; silent on ranks other than 0.
 
@@ -222,6 +239,8 @@ class RunLog:
         save_grid(real_images, self.run_dir / "real.png")
         from torch.utils.tensorboard import SummaryWriter
 
+        if not isinstance(threading.excepthook, _QuietWriterFailures):
+            threading.excepthook = _QuietWriterFailures(threading.excepthook)
         self.writer = SummaryWriter(
             str(self.run_dir / "tensorboard"), purge_step=self.last_step if resumed else None
         )
