@@ -188,7 +188,7 @@ class ModelRuntime:
         cores = available_cores()
         wide = self._session(cores)
         self.provider = wide.get_providers()[0]
-        pins: list[int] = []  # the core of each narrow session, where they are pinned
+        pins: list[int | None] = []  # the core of each narrow session, where they are pinned
         if self.provider == CUDA:  # sessions alike: the GPU, not threads, does the work
             self.instances = self.options.instances or 1
             sessions = [wide] + [self._session(cores) for _ in range(self.instances - 1)]
@@ -206,8 +206,8 @@ class ModelRuntime:
                 if self.options.pin_cores and threads == 1 and self.instances <= cores:
                     allowed = sorted(os.sched_getaffinity(0))
                     pins = [allowed[next(_PINNED) % len(allowed)] for _ in sessions]
-        for index, session in enumerate(sessions):
-            self._sessions.put((session, pins[index] if pins else None))
+        for session, core in zip(sessions, pins or [None] * len(sessions), strict=True):
+            self._sessions.put((session, core))
         lanes = "" if self._wide is None else f" (and one of {cores} for lone batches)"
         if self._inline is not self._wide:
             lanes = f" (and two of {cores} for lone batches, one spinning for calls one at a time)"
